@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - venv + install, build the sample photo set, index it into Milvus Lite, run a sample search
+#   make test   - venv + install, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= imgsearch-data
+DB     ?= $(DATA)/imgsearch.db
+# torch/torchvision are installed first and pinned: on these machines pip takes them from local disk, and installing
+# them first stops another package's unpinned 'torch' requirement from pulling a multi-GB build from the registry.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+QUIET  := { grep -v "is ignored: it is neither" || true; }
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH) 2>&1 | $(QUIET)
+	$(BIN)/python -c "import torch, torchvision"
+	$(PIP) install -q -e ".[dev]" $(TORCH) 2>&1 | $(QUIET)
+	$(BIN)/python -c "import imgsearch.cli, efficientnet_lite_pytorch, milvus_lite, skimage, pytest"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/imgsearch sample-data $(DATA)/samples --variants
+	$(BIN)/imgsearch index $(DATA)/samples --db $(DB)
+	$(BIN)/imgsearch stats --db $(DB)
+	$(BIN)/imgsearch search $(DATA)/samples-variants/skimage_chelsea__crop80.jpg --db $(DB) -k 5
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(DATA) .pytest_cache

@@ -1,0 +1,181 @@
+"""Command line: thin wrappers over imgsearch.pipeline. User errors -> one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from imgsearch.config import get_settings
+from imgsearch.errors import ImgSearchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Index a collection of images and find visually similar ones.")
+
+_S = get_settings()
+DbOpt = typer.Option(_S.db, "--db", help="Milvus URI: a .db file (Milvus Lite) or http://host:19530 (env IMGSEARCH_DB)")
+ModelOpt = typer.Option(_S.model, "--model", "-m", help="embedding model (see 'imgsearch models')")
+WeightsOpt = typer.Option(None, "--weights", help="weights file for the model (e.g. a resnet50 state dict)")
+BatchOpt = typer.Option(None, "--batch-size", help="images per forward pass (default from settings: 32)")
+WorkersOpt = typer.Option(None, "--workers", help="decode threads (default: CPU cores)")
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+def _report_embed(rep, quiet: bool = False) -> None:
+    if quiet:
+        return
+    rate = f", {rep.images_per_second:.1f} img/s" if rep.seconds else ""
+    typer.echo(f"embedded {rep.embedded} images with {rep.model} ({rep.dim}-d) in {rep.seconds:.1f}s{rate}", err=True)
+    if rep.skipped_non_images:
+        typer.echo(f"skipped {rep.skipped_non_images} files that are not images by name or content", err=True)
+    if rep.failed:
+        typer.echo(f"warning: {rep.failed} files failed and were recorded with their reason:", err=True)
+        for uri, reason in rep.failures[:20]:
+            typer.echo(f"  {uri}: {reason}", err=True)
+        if rep.failed > 20:
+            typer.echo(f"  ... and {rep.failed - 20} more (see the 'error' column of the Parquet output)", err=True)
+
+
+@app.command()
+def embed(src: str = typer.Argument(..., help="folder or image file"),
+          out: str = typer.Option(..., "--out", "-o", help="output folder for the Parquet dataset"),
+          model: str = ModelOpt, weights: Optional[str] = WeightsOpt,
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace embeddings already in --out"),
+          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt) -> None:
+    """Compute embeddings of every image under SRC into a Parquet dataset."""
+    from imgsearch import pipeline
+
+    rep = pipeline.embed(src, out, model, weights=weights, overwrite=overwrite, batch_size=batch_size,
+                         workers=workers)
+    _report_embed(rep)
+    typer.echo(f"wrote {rep.embedded + rep.failed} rows to {out}")
+
+
+@app.command()
+def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'embed'"), db: str = DbOpt) -> None:
+    """Load embeddings from a Parquet dataset into Milvus (upsert by id: loading twice adds nothing)."""
+    from imgsearch import pipeline
+
+    rep = pipeline.load(data_dir, db)
+    for name, n in rep.written.items():
+        typer.echo(f"loaded {n} vectors into {name} ({rep.counts[name]} in total) at {db}")
+    if rep.failed_rows:
+        typer.echo(f"{rep.failed_rows} rows of failed files were not loaded", err=True)
+
+
+@app.command()
+def index(src: str = typer.Argument(..., help="folder or image file"), db: str = DbOpt, model: str = ModelOpt,
+          weights: Optional[str] = WeightsOpt,
+          out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder"),
+          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt) -> None:
+    """Embed every image under SRC and load the vectors into Milvus, in one go."""
+    from imgsearch import pipeline
+
+    rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers)
+    _report_embed(rep.embed)
+    for name, n in rep.load.written.items():
+        typer.echo(f"indexed {n} images into {name}; the collection holds {rep.load.counts[name]} at {db}")
+    if not rep.load.written:
+        typer.echo(f"no images indexed from {src}", err=True)
+
+
+@app.command()
+def search(image: str = typer.Argument(..., help="query image file"), db: str = DbOpt,
+           k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of results"),
+           model: Optional[str] = typer.Option(None, "--model", "-m",
+                                               help="model of the collection to search (needed only if several)"),
+           weights: Optional[str] = WeightsOpt,
+           as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
+    """Find the K indexed images most similar to IMAGE."""
+    from imgsearch import pipeline
+    from imgsearch.sources import display_name
+
+    res = pipeline.search(image, db, k, model=model, weights=weights)
+    if as_json:
+        typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
+                               for i, h in enumerate(res.hits)], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"top {k} in {res.collection.name} ({res.collection.count} images, {res.collection.model})")
+    for col in ("#", "score", "name", "path"):
+        table.add_column(col, overflow="fold")
+    for i, h in enumerate(res.hits):
+        table.add_row(str(i + 1), f"{h.score:.4f}", display_name(h.path), h.path)
+    Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Count of indexed images, their model and dim."""
+    from imgsearch import pipeline
+
+    st = pipeline.stats(db)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    typer.echo(f"{db}: {st['count']} images")
+    for c in st["collections"]:
+        typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List the embedding models in the registry."""
+    from imgsearch.models import list_models
+
+    specs = list_models()
+    if as_json:
+        typer.echo(json.dumps([{"name": s.name, "dim": s.dim, "input": s.prep.crop, "description": s.description}
+                               for s in specs], indent=2))
+        return
+    for s in specs:
+        typer.echo(f"{s.name:20s} {s.dim:5d}-d  {s.description}")
+
+
+@app.command("sample-data")
+def sample_data(out: str = typer.Argument(..., help="folder to fill with sample photos"),
+                variants: bool = typer.Option(False, "--variants",
+                                              help="also write modified copies (crop, resize, JPEG q40, flip)")) -> None:
+    """Assemble a small set of real photos from installed packages (scikit-image, scikit-learn) — no network."""
+    from imgsearch import samples
+
+    written = samples.write_sample_photos(out)
+    typer.echo(f"wrote {len(written)} photos to {out}")
+    if variants:
+        made = samples.write_variants(written, out.rstrip("/") + "-variants")
+        typer.echo(f"wrote {sum(map(len, made.values()))} modified copies to {out.rstrip('/')}-variants")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 1; everything else is a bug and keeps its traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ImgSearchError as exc:
+        _err(str(exc))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            _err("aborted")
+            sys.exit(1)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""All settings in one place. Every CLI option defaults from here; each can be set by an IMGSEARCH_* variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", extra="ignore")
+
+    db: str = Field("imgsearch-data/imgsearch.db", description="Milvus URI: a file path (Milvus Lite) or http://host:19530")
+    model: str = Field("efficientnet_lite0", description="embedding model name from the registry")
+    batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
+    workers: int = Field(0, ge=0, description="decode threads; 0 = number of CPU cores")
+    torch_threads: int = Field(0, ge=0, description="intra-op threads for torch; 0 = number of CPU cores")
+    precision: str = Field("fp32", pattern="^(fp32|bf16|fp16)$", description="inference precision")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: refuse larger images")
+    rows_per_part: int = Field(8192, ge=1, description="rows per Parquet part file written by the local engine")
+    insert_batch: int = Field(500, ge=1, description="rows per Milvus upsert call")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def default_db_path() -> Path:
+    return Path(get_settings().db)

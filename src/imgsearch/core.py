@@ -1,0 +1,91 @@
+"""The shared core every engine schedules: one file's bytes -> decoded crop or failure; a batch -> embedding rows.
+
+Engines differ only in how they list files, move bytes and run these functions in parallel; what a row contains is
+decided here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from imgsearch.dataset import empty_columns, to_table
+from imgsearch.imaging import DecodedImage, DecodeError, Preprocess, decode_image
+from imgsearch.models import Embedder
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    uri: str
+    id: str
+    size: int | None
+    mtime: datetime | None
+
+
+@dataclass
+class Outcome:
+    record: FileRecord
+    image: DecodedImage | None = None
+    error: str | None = None
+
+
+def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes, prep: Preprocess,
+                  max_pixels: int) -> Outcome:
+    """Read (if given a reader) and decode one file; any failure becomes an Outcome with a one-line reason."""
+    try:
+        data = read if isinstance(read, (bytes, bytearray, memoryview)) else read(record.uri)
+    except FileNotFoundError:
+        return Outcome(record, error="file disappeared before it could be read")
+    except PermissionError:
+        return Outcome(record, error="cannot read file: permission denied")
+    except IsADirectoryError:
+        return Outcome(record, error="is a directory, not a file")
+    except OSError as exc:
+        return Outcome(record, error=f"cannot read file: {exc.strerror or exc}")
+    try:
+        return Outcome(record, image=decode_image(bytes(data), prep, max_pixels))
+    except DecodeError as exc:
+        return Outcome(record, error=str(exc))
+
+
+def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
+    """Embed the decoded outcomes in one forward pass and return one row per outcome (failures included)."""
+    good = [o for o in outcomes if o.image is not None]
+    vectors: np.ndarray | None = None
+    if good:
+        try:
+            vectors = embedder.embed(np.stack([o.image.pixels for o in good]))  # type: ignore[union-attr]
+        except Exception as exc:  # a failing forward pass must not lose the rest of the job
+            reason = f"embedding failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            for o in good:
+                o.error, o.image = reason, None
+            good = []
+    cols = empty_columns()
+    vec_list: list[np.ndarray | None] = []
+    gi = 0
+    for o in outcomes:
+        rec = o.record
+        cols["id"].append(rec.id)
+        cols["path"].append(rec.uri)
+        cols["model"].append(embedder.name)
+        cols["dim"].append(embedder.dim)
+        cols["bytes"].append(rec.size)
+        cols["mtime"].append(rec.mtime)
+        if o.image is not None and vectors is not None:
+            vec_list.append(vectors[gi])
+            gi += 1
+            cols["width"].append(o.image.width)
+            cols["height"].append(o.image.height)
+            cols["format"].append(o.image.format)
+            cols["error"].append(None)
+        else:
+            vec_list.append(None)
+            cols["width"].append(None)
+            cols["height"].append(None)
+            cols["format"].append(None)
+            cols["error"].append(o.error or "unknown error")
+    return to_table(cols, vec_list)

@@ -1,0 +1,164 @@
+"""The Parquet embeddings dataset: the hand-off between engines (which write it) and the store (which loads it).
+
+One row per source file. A failed file has `error` set and no vector, so one write records both outcomes (the Spark
+engine writes the same schema through Spark's committer). Part files are written under a temporary name and renamed,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from imgsearch.errors import DatasetError
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # normalised source URI
+        pa.field("vector", pa.list_(pa.float32())),  # L2-normalised embedding; null when error is set
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("dim", pa.int32(), nullable=False),
+        pa.field("width", pa.int32()),  # original size after EXIF orientation
+        pa.field("height", pa.int32()),
+        pa.field("bytes", pa.int64()),  # file size
+        pa.field("mtime", pa.timestamp("us", tz="UTC")),  # file modification time
+        pa.field("format", pa.string()),  # JPEG, PNG, ...
+        pa.field("error", pa.string()),  # null = embedded; otherwise why the file was not
+    ],
+    metadata={"imgsearch.schema_version": SCHEMA_VERSION},
+)
+
+
+def empty_columns() -> dict[str, list]:
+    return {name: [] for name in SCHEMA.names}
+
+
+def to_table(columns: dict[str, list], vectors: list[np.ndarray | None]) -> pa.Table:
+    """Build a table in SCHEMA from plain columns (all but `vector`) and one vector (or None) per row."""
+    n = len(columns["id"])
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    flat = np.concatenate([v for v in vectors if v is not None]).astype(np.float32) if dim else np.zeros(0, np.float32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    mask = np.zeros(n, dtype=bool)
+    pos = 0
+    for i, v in enumerate(vectors):
+        if v is None:
+            mask[i] = True
+        else:
+            pos += len(v)
+        offsets[i + 1] = pos
+    vec = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float32()), mask=pa.array(mask))
+    arrays = []
+    for field in SCHEMA:
+        if field.name == "vector":
+            arrays.append(vec)
+        else:
+            arrays.append(pa.array(columns[field.name], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def write_part(table: pa.Table, out_dir: str | os.PathLike[str]) -> Path:
+    """Write one part file atomically (temp name, fsync, rename) and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp = out / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    final = out / name
+    os.replace(tmp, final)
+    return final
+
+
+def part_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Data files of a dataset folder: ours (part-*.parquet) or Spark's (part-*.snappy.parquet); hidden/temp skipped."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"embeddings folder not found: {root}")
+    files = sorted(
+        p for p in root.rglob("*.parquet") if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+    )
+    return files
+
+
+def has_data(path: str | os.PathLike[str]) -> bool:
+    root = Path(path)
+    return root.is_dir() and bool(part_files(root))
+
+
+def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
+    files = part_files(path)
+    if not files:
+        raise DatasetError(f"no embeddings (Parquet part files) in {path}; run 'imgsearch embed' first")
+    try:
+        dataset = ds.dataset([str(f) for f in files], format="parquet")
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"{path}: not a readable Parquet dataset: {exc}") from None
+    missing = {"id", "path", "vector", "model", "dim"} - set(dataset.schema.names)
+    if missing:
+        raise DatasetError(f"{path}: not an imgsearch embeddings dataset (missing columns: {', '.join(sorted(missing))})")
+    return dataset
+
+
+@dataclass
+class DatasetSummary:
+    rows: int
+    embedded: int
+    failed: int
+    models: dict[str, int]  # model name -> dim
+
+
+def summarize(path: str | os.PathLike[str]) -> DatasetSummary:
+    dataset = open_dataset(path)
+    table = dataset.to_table(columns=["model", "dim", "error"])
+    failed = int(pc.sum(pc.is_valid(table["error"])).as_py() or 0) if table.num_rows else 0
+    ok = table.filter(pc.is_null(table["error"])) if table.num_rows else table
+    models = {}
+    for m, d in zip(ok["model"].to_pylist(), ok["dim"].to_pylist()):
+        models.setdefault(m, d)
+    return DatasetSummary(rows=table.num_rows, embedded=table.num_rows - failed, failed=failed, models=models)
+
+
+def iter_embedded(path: str | os.PathLike[str], batch_rows: int = 2048,
+                  columns: tuple[str, ...] = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime"),
+                  ) -> Iterator[pa.RecordBatch]:
+    """Record batches of the rows that have a vector (failures filtered out)."""
+    dataset = open_dataset(path)
+    cols = [c for c in columns if c in dataset.schema.names]
+    flt = pc.is_null(pc.field("error")) if "error" in dataset.schema.names else None
+    yield from dataset.to_batches(columns=cols, filter=flt, batch_size=batch_rows)
+
+
+def read_failures(path: str | os.PathLike[str]) -> list[dict]:
+    dataset = open_dataset(path)
+    if "error" not in dataset.schema.names:
+        return []
+    table = dataset.to_table(columns=["id", "path", "error"], filter=pc.is_valid(pc.field("error")))
+    return table.to_pylist()
+
+
+def vectors_of(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """The vector column as an (N, dim) float32 array, without a Python-level copy per row."""
+    col = batch.column("vector")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if len(col) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if col.null_count:
+        raise DatasetError("vector column has nulls in rows without an error")
+    # Slicing keeps offsets relative; flatten() honours them.
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(col), -1)

@@ -1,0 +1,142 @@
+"""Single-machine engine: list files, decode in a thread pool (Pillow releases the GIL), embed in batches, write Parquet.
+
+Decoding runs ahead of inference in a bounded window, so memory stays flat whatever the collection size.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+
+from imgsearch import dataset as dset
+from imgsearch.config import get_settings
+from imgsearch.core import FileRecord, Outcome, decode_record, embed_outcomes
+from imgsearch.errors import DatasetError
+from imgsearch.models import Embedder
+from imgsearch.sources import ListingReport, image_id, list_images, read_bytes
+
+
+@dataclass
+class EmbedReport:
+    out_dir: Path
+    model: str
+    dim: int
+    embedded: int = 0
+    failed: int = 0
+    skipped_non_images: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
+    parts: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def embed_source(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], embedder: Embedder, *,
+                 batch_size: int | None = None, workers: int | None = None, rows_per_part: int | None = None,
+                 overwrite: bool = False, progress: bool | None = None) -> EmbedReport:
+    """Embed every image under `src` into a Parquet dataset in `out_dir`. Bad files become failure rows."""
+    settings = get_settings()
+    batch_size = batch_size or settings.batch_size
+    workers = workers or settings.workers or (os.cpu_count() or 1)
+    rows_per_part = rows_per_part or settings.rows_per_part
+    out = Path(out_dir)
+    if dset.has_data(out):
+        if not overwrite:
+            raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite")
+        for f in dset.part_files(out):
+            f.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    listing = ListingReport()
+    files = list(list_images(src, listing))
+    report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim,
+                         skipped_non_images=listing.skipped_non_images)
+    records = [FileRecord(uri=f.uri, id=f.id, size=f.size, mtime=f.mtime) for f in files]
+    # Entries we could not even stat are failures too: the user must hear about them.
+    pending_tables: list[pa.Table] = []
+    if listing.unreadable:
+        unreadable = [Outcome(FileRecord(uri, image_id(uri), None, None), error=reason) for uri, reason in listing.unreadable]
+        pending_tables.append(embed_outcomes(embedder, unreadable))
+        report.failures.extend(listing.unreadable)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with _progress(len(records), show) as advance:
+        buffered = sum(t.num_rows for t in pending_tables)
+        for batch in _decoded_batches(records, embedder, workers, batch_size, settings.max_pixels):
+            table = embed_outcomes(embedder, batch)
+            report.embedded += sum(1 for o in batch if o.error is None)
+            report.failures.extend((o.record.uri, o.error) for o in batch if o.error is not None)
+            pending_tables.append(table)
+            buffered += table.num_rows
+            advance(len(batch))
+            if buffered >= rows_per_part:
+                report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
+                pending_tables, buffered = [], 0
+        if pending_tables:
+            report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
+
+    report.seconds = time.perf_counter() - started
+    report.failed = len(report.failures)
+    return report
+
+
+def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int, batch_size: int,
+                     max_pixels: int) -> Iterable[list[Outcome]]:
+    """Yield lists of `batch_size` outcomes in source order while the pool decodes up to 4 batches ahead."""
+    window = max(batch_size * 4, workers * 2)
+    prep = embedder.prep
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgsearch-decode") as pool:
+        queue: deque[Future[Outcome]] = deque()
+        it = iter(records)
+
+        def fill() -> None:
+            while len(queue) < window:
+                rec = next(it, None)
+                if rec is None:
+                    return
+                queue.append(pool.submit(decode_record, rec, read_bytes, prep, max_pixels))
+
+        fill()
+        batch: list[Outcome] = []
+        while queue:
+            batch.append(queue.popleft().result())
+            fill()
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing otherwise (logs and CI stay clean)."""
+
+    def __init__(self, total: int, show: bool):
+        self.total, self.show = total, show
+        self._bar = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.show:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), transient=False)
+        self._bar.__enter__()
+        task = self._bar.add_task("embedding", total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

@@ -1,0 +1,87 @@
+"""Sample photos for demos and tests, assembled offline from files that PyPI packages ship (nothing is committed).
+
+scikit-image bundles about twenty real photographs and scikit-learn two; `write_variants` makes the modified copies
+(crop, resize, re-encode, flip) used by near-duplicate tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from imgsearch.errors import ImgSearchError
+
+# Real photographs bundled in scikit-image's data folder (synthetic images like 'checkerboard' left out).
+# motorcycle_right is left out too: it is the same scene as motorcycle_left from 6 cm away.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "microaneurysms.png", "moon.png",
+    "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg", "text.png",
+)
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+
+VARIANTS = ("crop80", "resize50", "jpeg40", "hflip")
+
+
+def sample_photo_files() -> list[Path]:
+    """Paths of the bundled photos in the installed packages."""
+    try:
+        import skimage
+        import sklearn
+    except ImportError as exc:
+        raise ImgSearchError(f"sample photos need scikit-image and scikit-learn: pip install 'imgsearch[samples]' ({exc})")
+    sk_dir = Path(skimage.__file__).parent / "data"
+    sl_dir = Path(sklearn.__file__).parent / "datasets" / "images"
+    files = [sk_dir / n for n in SKIMAGE_PHOTOS] + [sl_dir / n for n in SKLEARN_PHOTOS]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ImgSearchError(f"sample photos missing from the installed packages: {', '.join(missing)}")
+    return files
+
+
+def write_sample_photos(out: str | Path) -> list[Path]:
+    """Copy the bundled photos into `out` as they are (their own formats and sizes). Returns the written paths."""
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sample_photo_files():
+        prefix = "sklearn_" if "sklearn" in src.parts else "skimage_"
+        target = dest / (prefix + src.name)
+        shutil.copyfile(src, target)
+        written.append(target)
+    return written
+
+
+def make_variant(im: Image.Image, kind: str) -> tuple[Image.Image, dict]:
+    """One modified copy of a photo and the save options to use for it."""
+    im = im.convert("RGB")
+    w, h = im.size
+    if kind == "crop80":
+        cw, ch = int(w * 0.8), int(h * 0.8)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return im.crop((left, top, left + cw, top + ch)), {"quality": 95}
+    if kind == "resize50":
+        return im.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.LANCZOS), {"quality": 95}
+    if kind == "jpeg40":
+        return im, {"quality": 40}
+    if kind == "hflip":
+        return ImageOps.mirror(im), {"quality": 95}
+    raise ValueError(f"unknown variant {kind!r}; known: {', '.join(VARIANTS)}")
+
+
+def write_variants(photos: list[Path], out: str | Path, kinds: tuple[str, ...] = VARIANTS) -> dict[Path, list[Path]]:
+    """For each photo, write each kind of modified copy as JPEG into `out`. Returns original -> its copies."""
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    made: dict[Path, list[Path]] = {}
+    for photo in photos:
+        with Image.open(photo) as im:
+            im.load()
+            for kind in kinds:
+                variant, opts = make_variant(im, kind)
+                target = dest / f"{photo.stem}__{kind}.jpg"
+                variant.save(target, "JPEG", **opts)
+                made.setdefault(photo, []).append(target)
+    return made

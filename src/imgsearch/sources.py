@@ -1,0 +1,155 @@
+"""Where images come from: list candidate image files under a source and read their bytes.
+
+Every image is named by a normalised URI (`file:///abs/path`, percent-encoded as RFC 8089 wants, so that any file
+name, even one that is not valid UTF-8, survives the round trip) and identified by a hash of that URI. The Spark engine
+normalises the URIs Hadoop gives it to the same form, so both engines produce the same ids for the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
+
+from imgsearch.errors import SourceError
+from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
+
+REMOTE_SCHEMES = ("hdfs", "s3a", "s3", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "viewfs")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    uri: str  # normalised file:/// URI
+    id: str
+    size: int
+    mtime: datetime  # UTC
+
+
+def image_id(uri: str) -> str:
+    """Stable id of an image: 32 hex chars of BLAKE2b over its normalised URI."""
+    return hashlib.blake2b(uri.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def path_to_uri(path: str | os.PathLike[str] | bytes) -> str:
+    """Absolute, normalised file URI; bytes that are not safe in a URI are percent-encoded."""
+    raw = os.fsencode(os.path.abspath(os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)))
+    return "file://" + quote_from_bytes(raw, safe="/-_.~!$&'()*+,;=:@")
+
+
+def normalize_uri(uri: str) -> str:
+    """Canonical form of a URI as Hadoop or a user writes it: `file:/x` and `file:///x` both become `file:///x`."""
+    if uri.startswith("file:"):
+        rest = uri[len("file:") :]
+        if rest.startswith("//") and not rest.startswith("///"):
+            rest = rest[len("//localhost") :] if rest.startswith("//localhost/") else rest[1:]
+        raw = unquote_to_bytes(rest.lstrip("/"))
+        return "file://" + quote_from_bytes(b"/" + raw, safe="/-_.~!$&'()*+,;=:@")
+    if "://" not in uri:
+        return path_to_uri(uri)
+    return uri
+
+
+def uri_to_path(uri: str) -> str:
+    """Local path (str, with surrogate escapes for undecodable bytes) of a file:// URI."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise SourceError(f"not a local file URI: {uri}")
+    return os.fsdecode(unquote_to_bytes(parts.path))
+
+
+def display_name(uri: str) -> str:
+    """A readable file name for people (the URI stays the key)."""
+    raw = unquote_to_bytes(urlsplit(uri).path).rstrip(b"/")
+    return raw.rsplit(b"/", 1)[-1].decode("utf-8", errors="replace")
+
+
+def is_remote(src: str) -> bool:
+    return "://" in src and src.split("://", 1)[0].lower() in REMOTE_SCHEMES
+
+
+@dataclass
+class ListingReport:
+    candidates: int = 0
+    skipped_non_images: int = 0
+    unreadable: list[tuple[str, str]] | None = None  # (uri, reason) for entries we could not even stat/open
+
+
+def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[SourceFile]:
+    """Candidate images under a local file or folder, sorted, recursive, symlinked dirs not followed (no loops).
+
+    A file is a candidate when its extension is an image extension or its first bytes are an image signature. Candidates
+    that then fail to decode are recorded as failures by the engine; other files (README.txt, .DS_Store) are skipped.
+    """
+    src_str = os.fspath(src)
+    if is_remote(src_str):
+        raise SourceError(
+            f"{src_str}: the local engine reads local folders only; use --engine spark for {src_str.split('://')[0]}:// sources"
+        )
+    if src_str.startswith("file:"):
+        src_str = uri_to_path(normalize_uri(src_str))
+    root = Path(src_str)
+    report = report if report is not None else ListingReport()
+    if report.unreadable is None:
+        report.unreadable = []
+    if not root.exists():
+        raise SourceError(f"source not found: {root}")
+    if root.is_file():
+        entries: Iterator[Path] = iter([root])
+    elif root.is_dir():
+        entries = _walk(root, report)
+    else:
+        raise SourceError(f"source is neither a file nor a folder: {root}")
+    for path in entries:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            report.unreadable.append((path_to_uri(path), f"cannot stat: {exc.strerror or exc}"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if not _is_candidate(path, report):
+            report.skipped_non_images += 1
+            continue
+        report.candidates += 1
+        uri = path_to_uri(path)
+        yield SourceFile(uri=uri, id=image_id(uri), size=st.st_size,
+                         mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc))
+
+
+def _walk(root: Path, report: ListingReport) -> Iterator[Path]:
+    def on_error(exc: OSError) -> None:
+        assert report.unreadable is not None
+        report.unreadable.append((path_to_uri(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _is_candidate(path: Path, report: ListingReport) -> bool:
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError:
+        return False  # not an image by name, and unreadable: nothing to say about it
+    return sniff_format(head) is not None
+
+
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """All bytes of a local file URI. Raises OSError (with the OS's reason) if it cannot be read."""
+    path = uri_to_path(uri)
+    with open(path, "rb") as fh:
+        if max_bytes is None:
+            return fh.read()
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"file larger than {max_bytes:,} bytes")
+    return data

@@ -1,0 +1,264 @@
+"""The vector store: Milvus through pymilvus.MilvusClient (a `.db` file path -> Milvus Lite, http://host:19530 -> server).
+
+One collection per model (`images_<model>`); the model name and dim are written into the collection's description so
+that a query is always embedded by the collection's model. Inserts are upserts by id: loading twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from imgsearch.dataset import vectors_of
+from imgsearch.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+COLLECTION_PREFIX = "images_"
+MAX_PATH_LEN = 65_535
+METRIC = "COSINE"
+_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str
+    dim: int
+    count: int
+    index_type: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    path: str
+    score: float
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(_SERVER_SCHEMES)
+
+
+def collection_name(model: str) -> str:
+    return COLLECTION_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", model)
+
+
+class Store:
+    """An open connection to one Milvus database. Use as a context manager, or call close()."""
+
+    def __init__(self, uri: str, *, create: bool = False, token: str = ""):
+        self.uri = uri
+        self.is_lite = not is_server_uri(uri)
+        if self.is_lite:
+            path = Path(uri).expanduser()
+            if path.suffix != ".db":
+                raise StoreError(f"{uri}: a Milvus Lite database is a file whose name ends in .db (or use http://host:19530)")
+            if not path.exists():
+                if not create:
+                    raise StoreError(f"no index at {uri}: the database file does not exist; run 'imgsearch index' first")
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._client_uri = str(path.resolve())
+        else:
+            self._client_uri = uri
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # milvus-lite imports the deprecated pkg_resources
+            try:
+                from pymilvus import MilvusClient
+            except ImportError as exc:  # pragma: no cover - a dependency
+                raise StoreError(f"pymilvus is not installed: {exc}") from None
+            try:
+                self.client = MilvusClient(uri=self._client_uri, token=token) if token else MilvusClient(uri=self._client_uri)
+            except Exception as exc:
+                raise StoreError(self._open_error(exc)) from None
+
+    def _open_error(self, exc: Exception) -> str:
+        msg = getattr(exc, "message", None) or str(exc)
+        if self.is_lite and "Open local milvus failed" in msg:
+            return (f"cannot open {self.uri}: the database is in use by another process (Milvus Lite allows one process "
+                    "per file; stop the other process, e.g. 'imgsearch serve', or use a Milvus server URI)")
+        if self.is_lite and "milvus-lite is required" in msg:
+            return "Milvus Lite is not installed or cannot load: pip install 'milvus-lite>=2.5.1,<2.6' 'setuptools<82'"
+        return f"cannot connect to Milvus at {self.uri}: {msg.splitlines()[0] if msg else type(exc).__name__}"
+
+    # -- context manager ------------------------------------------------------------------------------------------
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            finally:
+                self.client = None
+
+    # -- collections ----------------------------------------------------------------------------------------------
+    def collections(self) -> list[CollectionInfo]:
+        infos = []
+        for name in sorted(self.client.list_collections()):
+            if not name.startswith(COLLECTION_PREFIX):
+                continue
+            meta = self._meta(name)
+            if meta is None:
+                continue
+            infos.append(CollectionInfo(name=name, model=meta["model"], dim=int(meta["dim"]), count=self.count(name),
+                                        index_type=meta.get("index_type", "")))
+        return infos
+
+    def _meta(self, name: str) -> dict | None:
+        desc = self.client.describe_collection(name).get("description") or ""
+        try:
+            meta = json.loads(desc).get("imgsearch")
+        except (ValueError, AttributeError):
+            return None
+        return meta if isinstance(meta, dict) and "model" in meta and "dim" in meta else None
+
+    def collection_for(self, model: str | None = None) -> CollectionInfo:
+        """The collection to search: the one for `model`, or the only one if `model` is None."""
+        infos = self.collections()
+        if not infos:
+            raise StoreError(f"{self.uri} holds no image collection yet; run 'imgsearch index' or 'imgsearch load' first")
+        if model is None:
+            if len(infos) > 1:
+                names = ", ".join(i.model for i in infos)
+                raise StoreError(f"{self.uri} holds collections for several models ({names}); choose one with --model")
+            return infos[0]
+        for info in infos:
+            if info.model == model:
+                return info
+        have = ", ".join(f"{i.model} ({i.dim}-d)" for i in infos)
+        raise StoreError(f"{self.uri} holds no vectors of model {model!r}; it holds: {have}. "
+                         "A query must be embedded by the collection's own model")
+
+    def ensure_collection(self, model: str, dim: int) -> str:
+        from pymilvus import DataType, MilvusClient
+
+        name = collection_name(model)
+        if self.client.has_collection(name):
+            meta = self._meta(name)
+            if meta is None or meta["model"] != model or int(meta["dim"]) != dim:
+                raise StoreError(f"collection {name} in {self.uri} was not made by imgsearch for {model} ({dim}-d): {meta}")
+            return name
+        index_type = "FLAT" if self.is_lite else "HNSW"
+        description = json.dumps({"imgsearch": {"model": model, "dim": dim, "metric": METRIC, "index_type": index_type,
+                                                "schema": 1}})
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_LEN)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("width", DataType.INT32)
+        schema.add_field("height", DataType.INT32)
+        schema.add_field("bytes", DataType.INT64)
+        schema.add_field("mtime_us", DataType.INT64)
+        params = self.client.prepare_index_params()
+        if index_type == "HNSW":
+            params.add_index(field_name="vector", index_type="HNSW", metric_type=METRIC, params={"M": 16, "efConstruction": 200})
+        else:
+            params.add_index(field_name="vector", index_type="FLAT", metric_type=METRIC)
+        self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        return name
+
+    def count(self, name: str) -> int:
+        stats = self.client.get_collection_stats(name)
+        return int(stats.get("row_count", 0))
+
+    # -- writing --------------------------------------------------------------------------------------------------
+    def upsert_batches(self, batches: Iterable[pa.RecordBatch], batch_rows: int = 500) -> dict[str, int]:
+        """Upsert embedding rows (dataset schema) into their model's collection, `batch_rows` rows per call.
+
+        Returns rows written per collection. Rows of several models go to several collections.
+        """
+        written: dict[str, int] = {}
+        known: dict[tuple[str, int], str] = {}
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            models = table.column("model").unique().to_pylist()
+            for model in models:
+                part = table.filter(pc.equal(table["model"], model)) if len(models) > 1 else table
+                dims = part.column("dim").unique().to_pylist()
+                if len(dims) != 1:
+                    raise StoreError(f"rows of model {model} have several dims: {dims}")
+                key = (model, int(dims[0]))
+                if key not in known:
+                    known[key] = self.ensure_collection(*key)
+                name = known[key]
+                for start in range(0, part.num_rows, batch_rows):
+                    chunk = part.slice(start, batch_rows)
+                    self.client.upsert(name, _rows(chunk))
+                    written[name] = written.get(name, 0) + chunk.num_rows
+        for name in written:
+            self.client.flush(name)
+        return written
+
+    def delete(self, name: str, ids: list[str]) -> None:
+        if ids:
+            self.client.delete(name, ids=ids)
+            self.client.flush(name)
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def search(self, info: CollectionInfo, vectors: np.ndarray, k: int, path_prefix: str | None = None) -> list[list[Hit]]:
+        if vectors.ndim != 2 or vectors.shape[1] != info.dim:
+            raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
+                             f"vectors of {info.model}")
+        flt = ""
+        if path_prefix:
+            flt = f'path like "{_escape_like(path_prefix)}%"'
+        params = {"metric_type": METRIC, "params": {"ef": max(64, k)} if info.index_type == "HNSW" else {}}
+        res = self.client.search(info.name, data=[v.tolist() for v in vectors.astype(np.float32)], limit=k,
+                                 output_fields=["path"], search_params=params, filter=flt)
+        return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
+
+    def get(self, info: CollectionInfo, ids: list[str], with_vectors: bool = False) -> list[dict]:
+        if not ids:
+            return []
+        fields = ["id", "path", "width", "height", "bytes", "mtime_us"] + (["vector"] if with_vectors else [])
+        return list(self.client.get(info.name, ids=ids, output_fields=fields))
+
+
+def _rows(chunk: pa.Table) -> list[dict]:
+    vectors = vectors_of(chunk)
+    ids = chunk.column("id").to_pylist()
+    paths = chunk.column("path").to_pylist()
+    widths = _col(chunk, "width")
+    heights = _col(chunk, "height")
+    sizes = _col(chunk, "bytes")
+    if "mtime" in chunk.column_names:
+        mt = chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+    else:
+        mt = [None] * chunk.num_rows
+    rows = []
+    for i in range(chunk.num_rows):
+        if len(paths[i].encode("utf-8")) > MAX_PATH_LEN:
+            raise StoreError(f"path longer than {MAX_PATH_LEN} bytes: {paths[i][:80]}...")
+        rows.append({"id": ids[i], "path": paths[i], "vector": vectors[i].tolist(), "width": widths[i] or 0,
+                     "height": heights[i] or 0, "bytes": sizes[i] or 0, "mtime_us": mt[i] or 0})
+    return rows
+
+
+def _col(table: pa.Table, name: str) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+
+def _escape_like(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace('"', '\\"').replace("%", "\\%").replace("_", "\\_")
+
+
+def open_store(uri: str, create: bool = False) -> Store:
+    token = os.environ.get("IMGSEARCH_MILVUS_TOKEN", "")
+    return Store(uri, create=create, token=token)
