@@ -154,27 +154,12 @@ def sample_data(out: str = typer.Argument(..., help="folder to fill with sample 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line and exit 1; everything else is a bug and keeps its traceback."""
+    """Entry point: user errors print one line and exit 1; usage errors exit 2; anything else is a bug (traceback)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except ImgSearchError as exc:
         _err(str(exc))
         sys.exit(1)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            _err("aborted")
-            sys.exit(1)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

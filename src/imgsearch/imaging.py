@@ -96,6 +96,9 @@ def decode_image(data: bytes, prep: Preprocess, max_pixels: int) -> DecodedImage
     except DecodeError:
         raise
     except UnidentifiedImageError:
+        sniffed = sniff_format(data[:SNIFF_BYTES])
+        if sniffed:
+            raise DecodeError(f"cannot decode {sniffed}: corrupt or unsupported header") from None
         raise DecodeError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression bomb: {exc}") from None

@@ -105,6 +105,12 @@ class Store:
                 client.close()
             finally:
                 self.client = None
+                if self.is_lite:
+                    # MilvusClient.close() leaves the Lite server running (and the file locked) until this process
+                    # exits; release it so that the next command, or another process, can open the file.
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self._client_uri)
 
     # -- collections ----------------------------------------------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
