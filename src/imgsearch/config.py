@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     rows_per_part: int = Field(8192, ge=1, description="rows per Parquet part file written by the local engine")
     insert_batch: int = Field(500, ge=1, description="rows per Milvus upsert call")
 
+    # search service
+    host: str = Field("127.0.0.1", description="address 'imgsearch serve' listens on")
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str = Field("", description="key for write routes (POST/DELETE /api/images); empty = writes disabled")
+    protect_reads: bool = Field(False, description="also require the API key for read routes")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted upload")
+    data_dir: str = Field("", description="thumbnails and uploads; empty = next to the .db file (or ./imgsearch-data)")
+    thumbnail_size: int = Field(256, ge=32, le=1024)
+    query_batch_max: int = Field(16, ge=1, le=256, description="queries embedded together by the service")
+    query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long the service waits to fill a batch")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -160,3 +160,31 @@ def _resize_center_crop(im: Image.Image, prep: Preprocess) -> np.ndarray:
     if arr.shape != (prep.crop, prep.crop, 3):  # pragma: no cover - Pillow guarantees this for RGB
         raise DecodeError(f"unexpected decoded shape {arr.shape}")
     return arr
+
+
+def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int = 85) -> bytes:
+    """A JPEG no larger than size x size (aspect kept), oriented and in RGB, with the same guards as decode_image."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise DecodeError(f"image too large: {w}x{h} exceeds the limit of {max_pixels:,} pixels")
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=quality, optimize=True)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unrecognised format)") from None
+    except Exception as exc:  # every Pillow failure on a thumbnail means "cannot show it"
+        raise DecodeError(f"cannot decode image: {str(exc).strip() or type(exc).__name__}") from None
+    return out.getvalue()

@@ -222,9 +222,7 @@ class Store:
         if vectors.ndim != 2 or vectors.shape[1] != info.dim:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
-        flt = ""
-        if path_prefix:
-            flt = f'path like "{_escape_like(path_prefix)}%"'
+        flt = _prefix_filter(path_prefix) if path_prefix else ""
         params = {"metric_type": METRIC, "params": {"ef": max(64, k)} if info.index_type == "HNSW" else {}}
         res = self.client.search(info.name, data=[v.tolist() for v in vectors.astype(np.float32)], limit=k,
                                  output_fields=["path"], search_params=params, filter=flt)
@@ -261,8 +259,19 @@ def _col(table: pa.Table, name: str) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
-def _escape_like(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace('"', '\\"').replace("%", "\\%").replace("_", "\\_")
+def _prefix_filter(prefix: str) -> str:
+    """A range filter for 'path starts with prefix': exact, unlike LIKE, where '%' and '_' (common in
+    percent-encoded URIs) are wildcards. A plain absolute path is turned into its file:// URI form first."""
+    if prefix.startswith("/"):
+        from urllib.parse import quote
+
+        prefix = "file://" + quote(prefix, safe="/-_.~!$&'()*+,;=:@")
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+    def lit(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"path >= {lit(prefix)} and path < {lit(upper)}"
 
 
 def open_store(uri: str, create: bool = False) -> Store:

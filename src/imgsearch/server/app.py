@@ -1,0 +1,212 @@
+"""FastAPI application: thin routes over SearchService. Errors are JSON {"detail": ...} with the right status."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from imgsearch import __version__
+from imgsearch.config import Settings, get_settings
+from imgsearch.server.metrics import Metrics
+from imgsearch.service import BadImage, NotAnImage, SearchOutcome, SearchService, valid_id
+from imgsearch.sources import display_name
+
+STATIC = Path(__file__).parent / "static"
+KQuery = Annotated[Optional[int], Query(alias="k", ge=1, le=100, description="number of results (1..100)")]
+
+
+class Result(BaseModel):
+    id: str
+    path: str
+    name: str
+    score: float
+    thumbnail_url: str
+    image_url: str
+
+
+class SearchResponse(BaseModel):
+    results: list[Result]
+    k: int
+    count: int
+    model: str
+    took_ms: float
+    timings_ms: dict[str, float]
+    message: Optional[str] = None
+
+
+def create_app(db: str | None = None, settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
+    """Build the app. The model and store open once, at start-up (or use a given service, e.g. in tests)."""
+    s = settings or get_settings()
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = service or SearchService(db or s.db, settings=s)
+        state["svc"] = svc
+        state["metrics"] = Metrics(lambda: svc.count())
+        yield
+        if service is None:
+            svc.close()
+
+    app = FastAPI(title="imgsearch", version=__version__, lifespan=lifespan,
+                  description="Upload an image, get the most similar indexed images.")
+
+    def svc() -> SearchService:
+        return state["svc"]
+
+    # -- cross-cutting: upload cap, metrics ----------------------------------------------------------------------
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next):
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > s.max_upload_bytes + 64 * 1024:
+            response: Response = JSONResponse({"detail": f"upload too large: limit is {s.max_upload_bytes:,} bytes"},
+                                              status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics: Metrics | None = state.get("metrics")
+        if metrics is not None:
+            metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+            metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        return response
+
+    def api_key_from(request: Request) -> str:
+        key = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if not key and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        return key
+
+    def check_key(request: Request, what: str) -> None:
+        if not s.api_key:
+            raise HTTPException(403, f"{what} is disabled: set IMGSEARCH_API_KEY on the server to enable it")
+        key = api_key_from(request)
+        if not key:
+            raise HTTPException(401, "API key required (X-API-Key header or Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(key.encode(), s.api_key.encode()):
+            raise HTTPException(403, "invalid API key")
+
+    def require_write(request: Request) -> None:
+        check_key(request, "writing")
+
+    def require_read(request: Request) -> None:
+        if s.protect_reads:
+            check_key(request, "reading")
+
+    Read = Depends(require_read)
+    Write = Depends(require_write)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    async def read_upload(file: UploadFile) -> bytes:
+        data = await file.read(s.max_upload_bytes + 1)
+        if len(data) > s.max_upload_bytes:
+            raise HTTPException(413, f"upload too large: limit is {s.max_upload_bytes:,} bytes")
+        return data
+
+    def to_response(out: SearchOutcome, k: int, started: float) -> SearchResponse:
+        m: Metrics = state["metrics"]
+        for stage, ms in out.timings_ms.items():
+            m.search_stage.labels(stage).observe(ms / 1000)
+        results = [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
+                          thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}")
+                   for h in out.hits]
+        return SearchResponse(results=results, k=k, count=svc().count(), model=svc().model_name,
+                              took_ms=round((time.perf_counter() - started) * 1000, 2),
+                              timings_ms={k_: round(v, 2) for k_, v in out.timings_ms.items()}, message=out.message)
+
+    def image_error(exc: Exception) -> HTTPException:
+        return HTTPException(415 if isinstance(exc, NotAnImage) else 422, str(exc))
+
+    # -- routes -------------------------------------------------------------------------------------------------
+    @app.post("/api/search", response_model=SearchResponse, dependencies=[Read])
+    async def search(file: Annotated[UploadFile, File(description="the query image")],
+                     k_query: KQuery = None,
+                     k_form: Annotated[Optional[int], Form(alias="k", ge=1, le=100)] = None,
+                     path_prefix: Annotated[Optional[str], Form(max_length=4096)] = None,
+                     path_prefix_q: Annotated[Optional[str], Query(alias="path_prefix", max_length=4096)] = None):
+        """Top-k indexed images most similar to the uploaded one. `k` as query or form field (default 10)."""
+        started = time.perf_counter()
+        k = k_form or k_query or 10
+        data = await read_upload(file)
+        try:
+            out = await run_in_threadpool(svc().search_bytes, data, k, path_prefix or path_prefix_q)
+        except (NotAnImage, BadImage) as exc:
+            raise image_error(exc) from None
+        return to_response(out, k, started)
+
+    @app.get("/api/images/{image_id}/similar", response_model=SearchResponse, dependencies=[Read])
+    async def similar(image_id: str, k: KQuery = None,
+                      path_prefix: Annotated[Optional[str], Query(max_length=4096)] = None):
+        """More like this: neighbours of an indexed image (the image itself excluded)."""
+        started = time.perf_counter()
+        out = await run_in_threadpool(svc().similar, image_id, k or 10, path_prefix)
+        if out is None:
+            raise HTTPException(404, "no indexed image with this id")
+        return to_response(out, k or 10, started)
+
+    @app.get("/api/images/{image_id}", dependencies=[Read])
+    async def image(image_id: str):
+        """The original file of an indexed image (looked up by id; clients never name a path)."""
+        path = await run_in_threadpool(svc().local_file, image_id) if valid_id(image_id) else None
+        if path is None:
+            raise HTTPException(404, "no indexed image with this id, or its file is gone")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/images/{image_id}/thumbnail", dependencies=[Read])
+    async def thumbnail(image_id: str):
+        path = await run_in_threadpool(svc().thumbnail, image_id) if valid_id(image_id) else None
+        if path is None:
+            raise HTTPException(404, "no indexed image with this id, or it cannot be shown")
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.post("/api/images", status_code=201, dependencies=[Write])
+    async def add_image(file: Annotated[UploadFile, File(description="image to add to the index")]):
+        data = await read_upload(file)
+        try:
+            return await run_in_threadpool(svc().add_image, file.filename or "upload", data)
+        except (NotAnImage, BadImage) as exc:
+            raise image_error(exc) from None
+
+    @app.delete("/api/images/{image_id}", dependencies=[Write])
+    async def delete_image(image_id: str):
+        if not await run_in_threadpool(svc().delete, image_id):
+            raise HTTPException(404, "no indexed image with this id")
+        return {"deleted": image_id}
+
+    @app.get("/api/stats", dependencies=[Read])
+    async def stats():
+        sv = svc()
+        info = await run_in_threadpool(sv.info)
+        return {"count": info.count if info else 0, "model": sv.model_name, "dim": sv.embedder.dim,
+                "collection": info.name if info else None, "index_type": info.index_type if info else None,
+                "db": sv.db, "uptime_s": round(time.time() - sv.started, 1), "version": __version__,
+                "query_batches": sv.batcher.batches, "queries_embedded": sv.batcher.images,
+                "max_upload_bytes": s.max_upload_bytes, "max_k": 100}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "count": await run_in_threadpool(svc().count)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(state["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

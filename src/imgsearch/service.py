@@ -1,0 +1,242 @@
+"""The search service's logic, free of any web framework: the server's routes only translate HTTP to these calls.
+
+It owns one open store (a Milvus Lite file stays locked by the serving process) and one model, loaded at start-up.
+Concurrent queries are decoded in the callers' threads and embedded together in micro-batches by one worker thread,
+so a burst of requests costs a few forward passes instead of one each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from imgsearch.config import Settings, get_settings
+from imgsearch.core import FileRecord, Outcome, embed_outcomes
+from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_image, make_thumbnail, sniff_format
+from imgsearch.models import Embedder, create_model
+from imgsearch.sources import display_name, image_id, path_to_uri, uri_to_path
+from imgsearch.store import CollectionInfo, Hit, Store, collection_name, is_server_uri, open_store
+
+ID_CHARS = frozenset("0123456789abcdef")
+
+
+def valid_id(image_id_: str) -> bool:
+    return len(image_id_) == 32 and set(image_id_) <= ID_CHARS
+
+
+class NotAnImage(ValueError):
+    """Upload whose bytes are no known image format (HTTP 415)."""
+
+
+class BadImage(ValueError):
+    """Upload that looks like an image but cannot be used: corrupt, truncated, too many pixels (HTTP 422)."""
+
+
+class QueryBatcher:
+    """Embeds single images from many threads in shared forward passes (micro-batching)."""
+
+    def __init__(self, embedder: Embedder, max_batch: int, wait_ms: float):
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000.0
+        self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="imgsearch-query-embedder", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.images = 0
+
+    def embed(self, pixels: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+        fut: Future = Future()
+        self._queue.put((pixels, fut))
+        return fut.result(timeout=timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            deadline = time.perf_counter() + self.wait_s
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                items.append(nxt)
+            try:
+                vecs = self.embedder.embed(np.stack([px for px, _ in items]))
+                for (_, fut), v in zip(items, vecs):
+                    fut.set_result(v)
+                self.batches += 1
+                self.images += len(items)
+            except Exception as exc:  # hand the failure to every waiting request
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    message: str | None = None
+
+
+class SearchService:
+    def __init__(self, db: str, model: str | None = None, settings: Settings | None = None,
+                 embedder: Embedder | None = None):
+        self.settings = s = settings or get_settings()
+        self.db = db
+        self.store: Store = open_store(db, create=True)
+        try:
+            infos = self.store.collections()
+            if model is None and len(infos) == 1:
+                model = infos[0].model
+            self.model_name = model or s.model
+            self.embedder = embedder or create_model(self.model_name, device=s.device, precision=s.precision,
+                                                     threads=s.torch_threads)
+            self.batcher = QueryBatcher(self.embedder, s.query_batch_max, s.query_batch_wait_ms)
+        except Exception:
+            self.store.close()
+            raise
+        base = Path(s.data_dir) if s.data_dir else (
+            Path("imgsearch-data") if is_server_uri(db) else Path(db).expanduser().resolve().parent)
+        self.thumb_dir = base / "thumbnails"
+        self.upload_dir = base / "uploads"
+        self._write_lock = threading.Lock()
+        self.started = time.time()
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.store.close()
+
+    # -- collection --------------------------------------------------------------------------------------------------
+    def info(self) -> CollectionInfo | None:
+        name = collection_name(self.model_name)
+        for i in self.store.collections():
+            if i.name == name:
+                return i
+        return None
+
+    def count(self) -> int:
+        info = self.info()
+        return info.count if info else 0
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+    def decode_upload(self, data: bytes) -> DecodedImage:
+        """Decode an uploaded image like an indexed one; NotAnImage (415) or BadImage (422) if it cannot be used."""
+        if not data:
+            raise BadImage("empty upload")
+        if sniff_format(data[:SNIFF_BYTES]) is None:
+            raise NotAnImage("not an image: the upload is no known image format (JPEG, PNG, GIF, WebP, BMP, TIFF)")
+        try:
+            return decode_image(data, self.embedder.prep, self.settings.max_pixels)
+        except DecodeError as exc:
+            raise BadImage(str(exc)) from None
+
+    def search_bytes(self, data: bytes, k: int, path_prefix: str | None = None) -> SearchOutcome:
+        t0 = time.perf_counter()
+        pixels = self.decode_upload(data).pixels
+        t1 = time.perf_counter()
+        info = self.info()
+        if info is None or info.count == 0:
+            return SearchOutcome([], {"decode": (t1 - t0) * 1e3},
+                                 message="the index is empty: add images with 'imgsearch index' first")
+        vec = self.batcher.embed(pixels)
+        t2 = time.perf_counter()
+        hits = self.store.search(info, vec[None], k, path_prefix=path_prefix)[0]
+        t3 = time.perf_counter()
+        return SearchOutcome(hits, {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3})
+
+    def similar(self, image_id_: str, k: int, path_prefix: str | None = None) -> SearchOutcome | None:
+        """Neighbours of an indexed image (itself excluded); None if the id is not indexed."""
+        info = self.info()
+        if info is None or not valid_id(image_id_):
+            return None
+        t0 = time.perf_counter()
+        rows = self.store.get(info, [image_id_], with_vectors=True)
+        if not rows:
+            return None
+        vec = np.asarray(rows[0]["vector"], dtype=np.float32)[None]
+        hits = [h for h in self.store.search(info, vec, k + 1, path_prefix=path_prefix)[0] if h.id != image_id_][:k]
+        return SearchOutcome(hits, {"search": (time.perf_counter() - t0) * 1e3})
+
+    # -- images ------------------------------------------------------------------------------------------------------
+    def record(self, image_id_: str) -> dict | None:
+        info = self.info()
+        if info is None or not valid_id(image_id_):
+            return None
+        rows = self.store.get(info, [image_id_])
+        return rows[0] if rows else None
+
+    def local_file(self, image_id_: str) -> Path | None:
+        """The file of an indexed image, if it is a local file that still exists. Never a client-given path."""
+        rec = self.record(image_id_)
+        if rec is None or not rec["path"].startswith("file:"):
+            return None
+        path = Path(uri_to_path(rec["path"]))
+        return path if path.is_file() else None
+
+    def thumbnail(self, image_id_: str) -> Path | None:
+        """Path of the cached thumbnail JPEG, made on first request."""
+        cached = self.thumb_dir / image_id_[:2] / f"{image_id_}.jpg"
+        if valid_id(image_id_) and cached.is_file():
+            return cached
+        src = self.local_file(image_id_)
+        if src is None:
+            return None
+        try:
+            jpeg = make_thumbnail(src.read_bytes(), self.settings.thumbnail_size, self.settings.max_pixels)
+        except (DecodeError, OSError):
+            return None
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_bytes(jpeg)
+        os.replace(tmp, cached)
+        return cached
+
+    def add_image(self, filename: str, data: bytes) -> dict:
+        """Store an uploaded image under the uploads folder and index it. Same bytes -> same file and id."""
+        im = self.decode_upload(data)
+        fmt = sniff_format(data[:SNIFF_BYTES]) or "image"
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        ext = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(fmt, "")
+        safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(filename or "upload").stem)[:80]
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        target = self.upload_dir / f"{digest}-{safe_stem or 'upload'}{ext}"
+        if not target.exists():
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        uri = path_to_uri(target)
+        record = FileRecord(uri=uri, id=image_id(uri), size=len(data), mtime=datetime.now(timezone.utc))
+        vec_table = embed_outcomes(self.embedder, [Outcome(record, image=im)])
+        with self._write_lock:
+            self.store.upsert_batches(vec_table.to_batches(), batch_rows=self.settings.insert_batch)
+        return {"id": record.id, "path": uri, "name": display_name(uri)}
+
+    def delete(self, image_id_: str) -> bool:
+        info = self.info()
+        if info is None or not valid_id(image_id_) or not self.store.get(info, [image_id_]):
+            return False
+        with self._write_lock:
+            self.store.delete(info.name, [image_id_])
+        cached = self.thumb_dir / image_id_[:2] / f"{image_id_}.jpg"
+        cached.unlink(missing_ok=True)
+        return True
