@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - venv + install, build the sample photo set, index it into Milvus Lite, run a sample search
+#   make demo   - venv + install, build the sample photo set, index it into Milvus Lite, run a sample search,
+#                 then serve the web page on it (SERVE=0 to stop after the search)
 #   make test   - venv + install, run the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,25 +16,35 @@ QUIET  := { grep -v "is ignored: it is neither" || true; }
 SHELL  := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test test-fast clean
+SERVE  ?= 1
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH) 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, torchvision"
 	$(PIP) install -q -e ".[dev]" $(TORCH) 2>&1 | $(QUIET)
-	$(BIN)/python -c "import imgsearch.cli, efficientnet_lite_pytorch, milvus_lite, skimage, pytest"
+	$(BIN)/python -c "import imgsearch.cli, imgsearch.server, efficientnet_lite_pytorch, milvus_lite, skimage, pytest"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's Chromium for the browser test (Playwright drives it; no browser download). Needs root, as on CI machines.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will be skipped"; }
 
 demo: install
 	$(BIN)/imgsearch sample-data $(DATA)/samples --variants
 	$(BIN)/imgsearch index $(DATA)/samples --db $(DB)
 	$(BIN)/imgsearch stats --db $(DB)
 	$(BIN)/imgsearch search $(DATA)/samples-variants/skimage_chelsea__crop80.jpg --db $(DB) -k 5
+	@if [ "$(SERVE)" = 1 ]; then echo "open http://$(HOST):$(PORT)/ to search the sample set from the web page"; \
+	  $(BIN)/imgsearch serve --db $(DB) --host $(HOST) --port $(PORT); fi
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

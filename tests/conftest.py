@@ -29,7 +29,7 @@ def photo_paths(photos_dir) -> list[Path]:
 def lite0():
     from imgsearch.models import create_model
 
-    return create_model("efficientnet_lite0", device="cpu")
+    return create_model("efficientnet_lite0", device="cpu", precision="fp32")
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None,

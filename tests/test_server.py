@@ -75,7 +75,7 @@ def test_search_returns_original_first(client, indexed_db):
     assert top["thumbnail_url"] == f"/api/images/{top['id']}/thumbnail" and top["image_url"] == f"/api/images/{top['id']}"
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert body["took_ms"] > 0 and set(body["timings_ms"]) == {"decode", "embed", "search"}
+    assert body["took_ms"] > 0 and set(body["timings_ms"]) == {"decode", "queue", "embed", "search", "batch"}
     # k as query or as form field
     assert len(client.post("/api/search?k=3", files={"file": ("q.jpg", data)}).json()["results"]) == 3
     assert len(client.post("/api/search", data={"k": "4"}, files={"file": ("q.jpg", data)}).json()["results"]) == 4

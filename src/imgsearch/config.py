@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
     workers: int = Field(0, ge=0, description="decode threads; 0 = number of CPU cores")
     torch_threads: int = Field(0, ge=0, description="intra-op threads for torch; 0 = number of CPU cores")
-    precision: str = Field("fp32", pattern="^(fp32|bf16|fp16)$", description="inference precision")
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$",
+                           description="inference precision; auto = bf16 on CPUs with native bf16 and on CUDA, else fp32")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: refuse larger images")
     rows_per_part: int = Field(8192, ge=1, description="rows per Parquet part file written by the local engine")
@@ -31,6 +32,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted upload")
     data_dir: str = Field("", description="thumbnails and uploads; empty = next to the .db file (or ./imgsearch-data)")
     thumbnail_size: int = Field(256, ge=32, le=1024)
+    serve_torch_threads: int = Field(1, ge=0, description="torch threads in the server (small batches: 1 is fastest "
+                                     "on a 2-core machine); 0 = number of CPU cores")
     query_batch_max: int = Field(16, ge=1, le=256, description="queries embedded together by the service")
     query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long the service waits to fill a batch")
 

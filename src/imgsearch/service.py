@@ -41,22 +41,43 @@ class BadImage(ValueError):
     """Upload that looks like an image but cannot be used: corrupt, truncated, too many pixels (HTTP 422)."""
 
 
-class QueryBatcher:
-    """Embeds single images from many threads in shared forward passes (micro-batching)."""
+@dataclass
+class _Query:
+    pixels: np.ndarray
+    k: int
+    path_prefix: str | None
+    info: CollectionInfo
+    queued: float = field(default_factory=time.perf_counter)
 
-    def __init__(self, embedder: Embedder, max_batch: int, wait_ms: float):
+
+@dataclass
+class _Answer:
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+
+
+class QueryBatcher:
+    """Serves queries from many threads in shared steps: one forward pass and one Milvus search call per batch.
+
+    On a small CPU both steps cost far less per query in a batch (Milvus Lite: 5 ms for one query, 1.3 ms each for
+    16), so under load the service answers more queries per second, and no slower when idle (it waits `wait_ms` at
+    most for company).
+    """
+
+    def __init__(self, embedder: Embedder, store: Store, max_batch: int, wait_ms: float):
         self.embedder = embedder
+        self.store = store
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
-        self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="imgsearch-query-embedder", daemon=True)
+        self._queue: queue.Queue[tuple[_Query, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="imgsearch-query-batcher", daemon=True)
         self._thread.start()
         self.batches = 0
         self.images = 0
 
-    def embed(self, pixels: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+    def search(self, query: _Query, timeout: float = 60.0) -> _Answer:
         fut: Future = Future()
-        self._queue.put((pixels, fut))
+        self._queue.put((query, fut))
         return fut.result(timeout=timeout)
 
     def close(self) -> None:
@@ -80,15 +101,30 @@ class QueryBatcher:
                     break
                 items.append(nxt)
             try:
-                vecs = self.embedder.embed(np.stack([px for px, _ in items]))
-                for (_, fut), v in zip(items, vecs):
-                    fut.set_result(v)
-                self.batches += 1
-                self.images += len(items)
+                self._answer(items)
             except Exception as exc:  # hand the failure to every waiting request
                 for _, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)
+
+    def _answer(self, items: list[tuple[_Query, Future]]) -> None:
+        t0 = time.perf_counter()
+        vecs = self.embedder.embed(np.stack([q.pixels for q, _ in items]))
+        t1 = time.perf_counter()
+        groups: dict[tuple, list[int]] = {}
+        for i, (q, _) in enumerate(items):
+            groups.setdefault((q.info.name, q.k, q.path_prefix), []).append(i)
+        results: dict[int, list[Hit]] = {}
+        for idx in groups.values():
+            q0 = items[idx[0]][0]
+            for i, hits in zip(idx, self.store.search(q0.info, vecs[idx], q0.k, path_prefix=q0.path_prefix)):
+                results[i] = hits
+        t2 = time.perf_counter()
+        self.batches += 1
+        self.images += len(items)
+        for i, (q, fut) in enumerate(items):
+            fut.set_result(_Answer(results[i], {"queue": (t0 - q.queued) * 1e3, "embed": (t1 - t0) * 1e3,
+                                                "search": (t2 - t1) * 1e3, "batch": float(len(items))}))
 
 
 @dataclass
@@ -110,8 +146,8 @@ class SearchService:
                 model = infos[0].model
             self.model_name = model or s.model
             self.embedder = embedder or create_model(self.model_name, device=s.device, precision=s.precision,
-                                                     threads=s.torch_threads)
-            self.batcher = QueryBatcher(self.embedder, s.query_batch_max, s.query_batch_wait_ms)
+                                                     threads=s.serve_torch_threads)
+            self.batcher = QueryBatcher(self.embedder, self.store, s.query_batch_max, s.query_batch_wait_ms)
         except Exception:
             self.store.close()
             raise
@@ -120,6 +156,9 @@ class SearchService:
         self.thumb_dir = base / "thumbnails"
         self.upload_dir = base / "uploads"
         self._write_lock = threading.Lock()
+        self._info_lock = threading.Lock()
+        self._info: CollectionInfo | None = None
+        self._info_at = 0.0
         self.started = time.time()
 
     def close(self) -> None:
@@ -127,12 +166,19 @@ class SearchService:
         self.store.close()
 
     # -- collection --------------------------------------------------------------------------------------------------
-    def info(self) -> CollectionInfo | None:
-        name = collection_name(self.model_name)
-        for i in self.store.collections():
-            if i.name == name:
-                return i
-        return None
+    INFO_MAX_AGE_S = 2.0
+
+    def info(self, fresh: bool = False) -> CollectionInfo | None:
+        """The served collection (None if it does not exist yet). Cached for a moment: looking it up costs several
+        RPCs and a row count, too much to repeat on every search; this process's writes refresh it at once."""
+        now = time.monotonic()
+        with self._info_lock:
+            if not fresh and self._info_at and now - self._info_at < self.INFO_MAX_AGE_S:
+                return self._info
+            name = collection_name(self.model_name)
+            self._info = next((i for i in self.store.collections() if i.name == name), None)
+            self._info_at = now
+            return self._info
 
     def count(self) -> int:
         info = self.info()
@@ -158,11 +204,8 @@ class SearchService:
         if info is None or info.count == 0:
             return SearchOutcome([], {"decode": (t1 - t0) * 1e3},
                                  message="the index is empty: add images with 'imgsearch index' first")
-        vec = self.batcher.embed(pixels)
-        t2 = time.perf_counter()
-        hits = self.store.search(info, vec[None], k, path_prefix=path_prefix)[0]
-        t3 = time.perf_counter()
-        return SearchOutcome(hits, {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3})
+        answer = self.batcher.search(_Query(pixels, k, path_prefix, info))
+        return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms})
 
     def similar(self, image_id_: str, k: int, path_prefix: str | None = None) -> SearchOutcome | None:
         """Neighbours of an indexed image (itself excluded); None if the id is not indexed."""
@@ -229,6 +272,7 @@ class SearchService:
         vec_table = embed_outcomes(self.embedder, [Outcome(record, image=im)])
         with self._write_lock:
             self.store.upsert_batches(vec_table.to_batches(), batch_rows=self.settings.insert_batch)
+        self.info(fresh=True)
         return {"id": record.id, "path": uri, "name": display_name(uri)}
 
     def delete(self, image_id_: str) -> bool:
@@ -237,6 +281,7 @@ class SearchService:
             return False
         with self._write_lock:
             self.store.delete(info.name, [image_id_])
+        self.info(fresh=True)
         cached = self.thumb_dir / image_id_[:2] / f"{image_id_}.jpg"
         cached.unlink(missing_ok=True)
         return True

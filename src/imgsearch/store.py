@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 COLLECTION_PREFIX = "images_"
 MAX_PATH_LEN = 65_535
-METRIC = "COSINE"
+# Vectors are L2-normalised before they are stored, so inner product = cosine; IP is the cheaper search.
+METRIC = "IP"
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 
@@ -224,7 +225,7 @@ class Store:
                              f"vectors of {info.model}")
         flt = _prefix_filter(path_prefix) if path_prefix else ""
         params = {"metric_type": METRIC, "params": {"ef": max(64, k)} if info.index_type == "HNSW" else {}}
-        res = self.client.search(info.name, data=[v.tolist() for v in vectors.astype(np.float32)], limit=k,
+        res = self.client.search(info.name, data=[v.tolist() for v in unit_rows(vectors.astype(np.float32))], limit=k,
                                  output_fields=["path"], search_params=params, filter=flt)
         return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
 
@@ -235,8 +236,14 @@ class Store:
         return list(self.client.get(info.name, ids=ids, output_fields=fields))
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (zero rows stay zero): the store's invariant that makes inner product = cosine."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+
+
 def _rows(chunk: pa.Table) -> list[dict]:
-    vectors = vectors_of(chunk)
+    vectors = unit_rows(vectors_of(chunk))
     ids = chunk.column("id").to_pylist()
     paths = chunk.column("path").to_pylist()
     widths = _col(chunk, "width")

@@ -74,6 +74,27 @@ def tune_allocator() -> None:
         libc.mallopt(m_trim_threshold, 2**30)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX): there bf16 autocast nearly doubles the speed."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    if precision != "auto":
+        return precision
+    if device_type == "cuda":
+        return "bf16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 def _resolve_device(device: str):
     import torch
 
@@ -92,7 +113,7 @@ class Embedder:
     """A loaded model in eval mode: uint8 RGB crops in, L2-normalised float32 vectors out."""
 
     def __init__(self, spec: ModelSpec, weights: Path | None = None, device: str = "auto",
-                 precision: str = "fp32", threads: int = 0):
+                 precision: str = "auto", threads: int = 0, jit: bool = True):
         import torch
 
         tune_allocator()
@@ -103,15 +124,48 @@ class Embedder:
         self.dim = spec.dim
         self.prep = spec.prep
         self.device = _resolve_device(device)
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise ModelError(f"invalid precision {precision!r}: use fp32, bf16 or fp16")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ModelError(f"invalid precision {precision!r}: use auto, fp32, bf16 or fp16")
+        precision = resolve_precision(precision, self.device.type)
         if precision == "fp16" and self.device.type == "cpu":
             raise ModelError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         self.precision = precision
         module = spec.build(weights)
         self._module = module.eval().to(self.device, memory_format=torch.channels_last)
+        self._forward = self._module
+        self.jit = False
+        if jit:
+            self._forward = self._trace()
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._inv_std = (1.0 / torch.tensor(spec.std, dtype=torch.float32, device=self.device)).view(1, 3, 1, 1)
+
+    def _autocast(self):
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def _trace(self):
+        """TorchScript-trace and freeze the network (BN folded into convs). The traced graph runs without taking the
+        GIL between ops: under a busy server's Python threads the eager model slowed ~50x, the traced one ~1.5x; it is
+        also 20-30% faster when idle. Falls back to eager if tracing fails."""
+        import warnings
+
+        import torch
+
+        example = torch.zeros(2, 3, self.prep.crop, self.prep.crop, device=self.device).contiguous(
+            memory_format=torch.channels_last)
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(), self._autocast():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.freeze(torch.jit.trace(self._module, example, check_trace=False).eval())
+                traced(example)  # the first calls optimise the graph
+                traced(example)
+        except Exception as exc:  # pragma: no cover - depends on the model and torch build
+            warnings.warn(f"{self.name}: TorchScript tracing failed ({exc}); running the eager model")
+            return self._module
+        self.jit = True
+        return traced
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, dim) float32 with unit L2 norm."""
@@ -130,9 +184,8 @@ class Embedder:
             # NHWC uint8 viewed as NCHW is exactly the channels_last layout: no copy.
             x = x.permute(0, 3, 1, 2).float()
             x = (x - self._mean) * self._inv_std
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                feats = self._module(x)
+            with self._autocast():
+                feats = self._forward(x)
             feats = feats.float()
             feats = torch.nn.functional.normalize(feats, dim=1)
             out = feats.cpu().numpy().astype(np.float32, copy=False)
@@ -141,11 +194,11 @@ class Embedder:
         return out
 
 
-def create_model(name: str, weights: str | Path | None = None, device: str = "auto", precision: str = "fp32",
-                 threads: int = 0) -> Embedder:
+def create_model(name: str, weights: str | Path | None = None, device: str = "auto", precision: str = "auto",
+                 threads: int = 0, jit: bool = True) -> Embedder:
     """Build a registered model, ready to embed. `weights` overrides the model's default weights source."""
     spec = get_spec(name)
     path = Path(weights) if weights else None
     if path is not None and not path.is_file():
         raise ModelError(f"weights file not found: {path}")
-    return Embedder(spec, weights=path, device=device, precision=precision, threads=threads)
+    return Embedder(spec, weights=path, device=device, precision=precision, threads=threads, jit=jit)

@@ -119,7 +119,8 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
     def to_response(out: SearchOutcome, k: int, started: float) -> SearchResponse:
         m: Metrics = state["metrics"]
         for stage, ms in out.timings_ms.items():
-            m.search_stage.labels(stage).observe(ms / 1000)
+            if stage != "batch":
+                m.search_stage.labels(stage).observe(ms / 1000)
         results = [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
                           thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}")
                    for h in out.hits]

@@ -1,0 +1,23 @@
+"""python -m bench {all,search-load} [--quick]"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench import search_load
+
+BENCHMARKS = {"search-load": search_load.run}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("which", choices=["all", *BENCHMARKS], help="benchmark to run")
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run (asserts nothing about speed)")
+    args = ap.parse_args()
+    names = list(BENCHMARKS) if args.which == "all" else [args.which]
+    for name in names:
+        BENCHMARKS[name](quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Acceptance: a person's path through the page, in headless Debian Chromium driven by Playwright.
+
+Open the page, upload a photo, see k results, change k, click a result and see its neighbours. Saves a screenshot
+(set IMGSEARCH_UPDATE_SCREENSHOT=1 to refresh docs/web-page.png, which the README shows).
+"""
+
+import json
+import re
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from imgsearch import pipeline
+from imgsearch.samples import write_variants
+
+from imgsearch.server.live import live_server
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, photo_paths):
+    work = tmp_path_factory.mktemp("browser")
+    src = work / "photos"
+    src.mkdir()
+    for p in photo_paths:
+        shutil.copy(p, src / p.name)
+    db = work / "b.db"
+    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
+    with live_server(db) as url:
+        yield url, src, work
+
+
+def test_upload_change_k_and_more_like_this(served):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it: apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, src, work = served
+    [query] = write_variants([src / "skimage_coffee.png"], work / "q", kinds=("crop80",))[src / "skimage_coffee.png"]
+    shot = work / "web-page.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            expect(page.locator("#stats")).to_contain_text("21 images indexed")
+
+            page.set_input_files("#file", str(query))
+            cards = page.locator("#results .card")
+            expect(cards).to_have_count(10)
+            expect(page.locator("#preview")).to_be_visible()
+            expect(cards.first.locator(".name")).to_contain_text("skimage_coffee.png")
+            expect(page.locator("#status")).to_contain_text("10 results")
+
+            page.select_option("#k", "5")
+            expect(cards).to_have_count(5)
+            expect(cards.first.locator(".name")).to_contain_text("skimage_coffee.png")
+            # thumbnails really load
+            page.wait_for_function("Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(shot), full_page=True)
+
+            second = cards.nth(1)
+            clicked_id = second.get_attribute("data-id")
+            clicked_name = re.sub(r"^\d+\.\s*", "", second.locator(".name").inner_text()).strip()
+            second.click()
+            expect(page.locator("#status")).to_contain_text(f"more like {clicked_name}")
+            with urllib.request.urlopen(f"{url}/api/images/{clicked_id}/similar?k=5") as r:
+                expected = [x["id"] for x in json.load(r)["results"]]
+            expect(cards).to_have_count(5)
+            shown = [cards.nth(i).get_attribute("data-id") for i in range(5)]
+            assert shown == expected and clicked_id not in shown
+
+            # an error state: a text file renamed .jpg
+            bad = work / "bad.jpg"
+            bad.write_text("not an image")
+            page.set_input_files("#file", str(bad))
+            expect(page.locator("#error")).to_contain_text("not an image")
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("IMGSEARCH_UPDATE_SCREENSHOT"):
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(shot, REPO / "docs" / "web-page.png")

@@ -1,0 +1,39 @@
+"""The served database file is owned by the server: a second writer gets a clear message and the data is intact."""
+
+import json
+import shutil
+import urllib.request
+
+import pytest
+
+from imgsearch import pipeline
+
+from conftest import run_cli
+from imgsearch.server.live import live_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_index_while_serving_fails_clearly_and_loses_nothing(tmp_path, photo_paths):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for p in photo_paths[:5]:
+        shutil.copy(p, src / p.name)
+    db = tmp_path / "live.db"
+    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
+    more = tmp_path / "more"
+    more.mkdir()
+    for p in photo_paths[5:8]:
+        shutil.copy(p, more / p.name)
+    with live_server(db) as url:
+        res = run_cli("index", str(more), "--db", str(db))
+        assert res.returncode == 1
+        assert "in use by another process" in res.stderr and "serve" in res.stderr
+        with urllib.request.urlopen(url + "/api/stats") as r:
+            assert json.load(r)["count"] == 5
+        with urllib.request.urlopen(url + "/metrics") as r:
+            assert "imgsearch_index_images 5.0" in r.read().decode()
+    # after the server stops, the same command works and nothing was lost
+    res = run_cli("index", str(more), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(run_cli("stats", "--db", str(db), "--json").stdout)["count"] == 8
