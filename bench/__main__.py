@@ -1,19 +1,22 @@
-"""python -m bench {all,search-load} [--quick]"""
+"""python -m bench {all,search-load,table} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import search_load
+from bench import search_load, table
 
 BENCHMARKS = {"search-load": search_load.run}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("which", choices=["all", *BENCHMARKS], help="benchmark to run")
+    ap.add_argument("which", choices=["all", *BENCHMARKS, "table"], help="benchmark to run, or 'table' to print results")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run (asserts nothing about speed)")
     args = ap.parse_args()
+    if args.which == "table":
+        table.run()
+        return
     names = list(BENCHMARKS) if args.which == "all" else [args.which]
     for name in names:
         BENCHMARKS[name](quick=args.quick)
