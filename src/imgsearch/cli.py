@@ -20,6 +20,23 @@ ModelOpt = typer.Option(_S.model, "--model", "-m", help="embedding model (see 'i
 WeightsOpt = typer.Option(None, "--weights", help="weights file for the model (e.g. a resnet50 state dict)")
 BatchOpt = typer.Option(None, "--batch-size", help="images per forward pass (default from settings: 32)")
 WorkersOpt = typer.Option(None, "--workers", help="decode threads (default: CPU cores)")
+EngineOpt = typer.Option("local", "--engine", "-e", help="local (this machine) or spark")
+MasterOpt = typer.Option(None, "--master", help="Spark master: local[*] (default), local-cluster[N,C,MB], spark://host:7077, "
+                         "yarn, k8s://https://host:443; under spark-submit, spark-submit's")
+PartitionsOpt = typer.Option(None, "--partitions", help="Spark: repartition the files into N tasks")
+ConfOpt = typer.Option(None, "--conf", help="Spark configuration k=v (repeatable)")
+
+
+def _spark_options(master, partitions, conf):
+    from imgsearch.pipeline import SparkOptions
+
+    pairs = {}
+    for item in conf or []:
+        if "=" not in item:
+            raise ImgSearchError(f"--conf takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        pairs[k.strip()] = v.strip()
+    return SparkOptions(master=master, partitions=partitions, conf=pairs)
 
 
 def _err(msg: str) -> None:
@@ -46,25 +63,28 @@ def embed(src: str = typer.Argument(..., help="folder or image file"),
           out: str = typer.Option(..., "--out", "-o", help="output folder for the Parquet dataset"),
           model: str = ModelOpt, weights: Optional[str] = WeightsOpt,
           overwrite: bool = typer.Option(False, "--overwrite", help="replace embeddings already in --out"),
-          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt) -> None:
-    """Compute embeddings of every image under SRC into a Parquet dataset."""
+          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
+          master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
+          conf: Optional[list[str]] = ConfOpt) -> None:
+    """Compute embeddings of every image under SRC (a folder, or with --engine spark any Hadoop URI) into Parquet."""
     from imgsearch import pipeline
 
     rep = pipeline.embed(src, out, model, weights=weights, overwrite=overwrite, batch_size=batch_size,
-                         workers=workers)
+                         workers=workers, engine=engine, spark=_spark_options(master, partitions, conf))
     _report_embed(rep)
     typer.echo(f"wrote {rep.embedded + rep.failed} rows to {out}")
 
 
 @app.command()
-def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'embed'"), db: str = DbOpt) -> None:
+def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'embed' (a folder or Hadoop URI)"),
+         db: str = DbOpt, master: Optional[str] = MasterOpt) -> None:
     """Load embeddings from a Parquet dataset into Milvus (upsert by id: loading twice adds nothing)."""
     from imgsearch import pipeline
 
-    rep = pipeline.load(data_dir, db)
+    rep = pipeline.load(data_dir, db, _spark_options(master, None, None))
     for name, n in rep.written.items():
         typer.echo(f"loaded {n} vectors into {name} ({rep.counts[name]} in total) at {db}")
-    if rep.failed_rows:
+    if rep.failed_rows > 0:
         typer.echo(f"{rep.failed_rows} rows of failed files were not loaded", err=True)
 
 
@@ -72,11 +92,14 @@ def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'e
 def index(src: str = typer.Argument(..., help="folder or image file"), db: str = DbOpt, model: str = ModelOpt,
           weights: Optional[str] = WeightsOpt,
           out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder"),
-          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt) -> None:
+          batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
+          master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
+          conf: Optional[list[str]] = ConfOpt) -> None:
     """Embed every image under SRC and load the vectors into Milvus, in one go."""
     from imgsearch import pipeline
 
-    rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers)
+    rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers,
+                         engine=engine, spark=_spark_options(master, partitions, conf))
     _report_embed(rep.embed)
     for name, n in rep.load.written.items():
         typer.echo(f"indexed {n} images into {name}; the collection holds {rep.load.counts[name]} at {db}")
@@ -182,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     except ImgSearchError as exc:
         _err(str(exc))
         sys.exit(1)
+    finally:
+        if "pyspark" in sys.modules:  # a Spark command ran: stop its session cleanly before exiting
+            from imgsearch.engines.spark import stop_session
+
+            stop_session()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,30 @@ def make_embedder(model: str, weights: str | None = None, precision: str | None 
                         threads=s.torch_threads)
 
 
+@dataclass
+class SparkOptions:
+    """How to run the Spark engine: master URL (None: local[*], or spark-submit's), partitions, extra confs."""
+
+    master: str | None = None
+    partitions: int | None = None
+    conf: dict[str, str] = field(default_factory=dict)
+
+
 def embed(src: str, out: str, model: str, *, weights: str | None = None, overwrite: bool = False,
-          batch_size: int | None = None, workers: int | None = None, progress: bool | None = None) -> EmbedReport:
+          batch_size: int | None = None, workers: int | None = None, progress: bool | None = None,
+          engine: str = "local", spark: SparkOptions | None = None):
+    """Embed every image under `src` into a Parquet dataset at `out` with the chosen engine."""
+    if engine == "spark":
+        from imgsearch.engines.spark import SparkJob, embed_source_spark
+
+        s = get_settings()
+        job = SparkJob(model=model, weights=weights, precision=s.precision, device=s.device,
+                       batch_size=batch_size or s.batch_size, max_pixels=s.max_pixels, threads=1)
+        opts = spark or SparkOptions()
+        return embed_source_spark(src, out, job, master=opts.master, partitions=opts.partitions, conf=opts.conf,
+                                  overwrite=overwrite)
+    if engine != "local":
+        raise ImgSearchError(f"unknown engine {engine!r}: use local or spark")
     embedder = make_embedder(model, weights)
     return embed_source(src, out, embedder, batch_size=batch_size, workers=workers, overwrite=overwrite,
                         progress=progress)
@@ -40,13 +62,28 @@ class LoadReport:
     counts: dict[str, int]
 
 
-def load(data_dir: str | os.PathLike[str], db: str) -> LoadReport:
-    summary = dset.summarize(data_dir)
+def load(data_dir: str | os.PathLike[str], db: str, spark: SparkOptions | None = None) -> LoadReport:
+    """Upsert a dataset's vectors into Milvus, in batches from this process. A dataset on a Hadoop file system
+    (hdfs://, s3a://, ...) is streamed to this process through Spark."""
     s = get_settings()
+    data = os.fspath(data_dir)
+    remote = "://" in data and not data.startswith("file:")
+    if remote:
+        from imgsearch.engines.spark import iter_parquet_batches
+
+        batches = iter_parquet_batches(data, master=(spark or SparkOptions()).master)
+        failed = -1  # not counted for remote datasets
+    else:
+        if data.startswith("file:"):
+            from imgsearch.sources import uri_to_path
+
+            data = uri_to_path(data)
+        failed = dset.summarize(data).failed
+        batches = dset.iter_embedded(data)
     with open_store(db, create=True) as store:
-        written = store.upsert_batches(dset.iter_embedded(data_dir), batch_rows=s.insert_batch)
+        written = store.upsert_batches(batches, batch_rows=s.insert_batch)
         counts = {name: store.count(name) for name in written}
-    return LoadReport(written=written, failed_rows=summary.failed, counts=counts)
+    return LoadReport(written=written, failed_rows=failed, counts=counts)
 
 
 @dataclass
@@ -56,19 +93,26 @@ class IndexReport:
 
 
 def index(src: str, db: str, model: str, *, weights: str | None = None, out: str | None = None,
-          batch_size: int | None = None, workers: int | None = None, progress: bool | None = None) -> IndexReport:
+          batch_size: int | None = None, workers: int | None = None, progress: bool | None = None,
+          engine: str = "local", spark: SparkOptions | None = None) -> IndexReport:
     """Embed + load. Without `out` the Parquet goes to a temporary folder that is removed after loading."""
     # Open (and so lock) the database first: a busy or wrong URI fails before minutes of embedding.
     with open_store(db, create=True):
         pass
+    kw = dict(weights=weights, batch_size=batch_size, workers=workers, progress=progress, engine=engine, spark=spark)
     if out is not None:
-        rep = embed(src, out, model, weights=weights, overwrite=True, batch_size=batch_size, workers=workers,
-                    progress=progress)
-        return IndexReport(rep, load(out, db))
+        rep = embed(src, out, model, overwrite=True, **kw)
+        return IndexReport(rep, load(out, db, spark))
+    if engine == "spark":
+        from imgsearch.engines.spark import is_local_master
+
+        if not is_local_master((spark or SparkOptions()).master):
+            raise ImgSearchError("--out is required with a cluster master: a folder every executor can write, "
+                                 "e.g. hdfs:///user/me/embeddings or s3a://bucket/embeddings")
     parent = Path(db).parent if not db.startswith(("http://", "https://", "tcp://")) else None
     with tempfile.TemporaryDirectory(prefix="imgsearch-embed-", dir=parent) as tmp:
-        rep = embed(src, tmp, model, weights=weights, batch_size=batch_size, workers=workers, progress=progress)
-        return IndexReport(rep, load(tmp, db))
+        rep = embed(src, tmp, model, overwrite=True, **kw)
+        return IndexReport(rep, load(tmp, db, spark))
 
 
 @dataclass

@@ -76,11 +76,13 @@ def is_remote(src: str) -> bool:
 class ListingReport:
     candidates: int = 0
     skipped_non_images: int = 0
+    skipped_hidden: int = 0
     unreadable: list[tuple[str, str]] | None = None  # (uri, reason) for entries we could not even stat/open
 
 
 def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[SourceFile]:
-    """Candidate images under a local file or folder, sorted, recursive, symlinked dirs not followed (no loops).
+    """Candidate images under a local file or folder, sorted, recursive, symlinked dirs not followed (no loops),
+    hidden (dot) files and folders skipped.
 
     A file is a candidate when its extension is an image extension or its first bytes are an image signature. Candidates
     that then fail to decode are recorded as failures by the engine; other files (README.txt, .DS_Store) are skipped.
@@ -127,8 +129,12 @@ def _walk(root: Path, report: ListingReport) -> Iterator[Path]:
         report.unreadable.append((path_to_uri(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        dirnames.sort()
+        # Hidden entries (.thumbnails/, .DS_Store, editors' temp files) are skipped, as Spark's file listing does.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
+            if name.startswith("."):
+                report.skipped_hidden += 1
+                continue
             yield Path(dirpath) / name
 
 

@@ -21,10 +21,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(db: Path, env: dict | None = None, timeout: float = 90, log_dir: Path | None = None):
+def live_server(db: Path | str, env: dict | None = None, timeout: float = 90, log_dir: Path | None = None):
+    """`db` is a Milvus Lite file or a server URI; the server's log goes to `log_dir` (default: beside the file)."""
     port = free_port()
     full_env = {**os.environ, **(env or {})}
-    log_path = (log_dir or db.parent) / f"serve-{port}.log"
+    if log_dir is None:
+        if "://" in str(db):
+            raise ValueError("log_dir is needed when db is a server URI")
+        log_dir = Path(db).parent
+    log_path = Path(log_dir) / f"serve-{port}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "--db", str(db), "--host", "127.0.0.1",
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=full_env)

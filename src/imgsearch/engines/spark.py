@@ -1,0 +1,325 @@
+"""Spark engine: Spark lists and reads the files (any Hadoop file system: file://, hdfs://, s3a://, gs://, ...);
+each task runs the shared core (imgsearch.core) on Arrow batches; Spark's committer writes the Parquet dataset.
+
+The only module that imports pyspark. The model is loaded once per Python worker (workers are reused across tasks)
+and kept in a module-level cache; on a GPU executor the task's assigned GPU is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timezone
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from imgsearch.core import FileRecord, decode_record, embed_outcomes
+from imgsearch.dataset import SCHEMA
+from imgsearch.errors import DatasetError, ImgSearchError
+from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
+from imgsearch.sources import image_id, normalize_uri
+
+# Spark's view of dataset.SCHEMA (the same columns and types).
+SPARK_SCHEMA = ("id string, path string, vector array<float>, model string, dim int, width int, height int, "
+                "bytes long, mtime timestamp, format string, error string")
+# Environment variable naming a file to which each worker appends "load <pid>" and "batch <pid> <n>" lines:
+# used by tests (and curious operators) to check that the model is loaded once per worker.
+WORKER_LOG_ENV = "IMGSEARCH_WORKER_LOG"
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+@dataclass(frozen=True)
+class SparkJob:
+    """What every task needs to know; pickled into the tasks."""
+
+    model: str
+    weights: str | None
+    precision: str
+    device: str
+    batch_size: int
+    max_pixels: int
+    threads: int
+
+
+_EMBEDDERS: dict[tuple, object] = {}
+
+
+def _worker_log(line: str) -> None:
+    path = os.environ.get(WORKER_LOG_ENV)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+
+def _task_device(job: SparkJob) -> str:
+    """The GPU Spark assigned to this task, if any; else the job's device setting."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses:
+            return f"cuda:{gpus.addresses[0]}"
+    except Exception:  # pragma: no cover - resource API differences across Spark versions
+        pass
+    return "cpu" if job.device == "auto" else job.device
+
+
+def worker_embedder(job: SparkJob):
+    """The model for this Python worker, loaded on first use and reused by every later batch and task."""
+    device = _task_device(job)
+    key = (job.model, job.weights, job.precision, device, job.threads)
+    emb = _EMBEDDERS.get(key)
+    if emb is None:
+        from imgsearch.models import create_model
+
+        emb = create_model(job.model, weights=job.weights, device=device, precision=job.precision,
+                           threads=job.threads)
+        _EMBEDDERS[key] = emb
+        _worker_log(f"load {os.getpid()}")
+        print(f"imgsearch: loaded {job.model} ({emb.precision}, {device}) in worker {os.getpid()}", file=sys.stderr)
+    return emb
+
+
+def is_candidate(uri: str, head: bytes) -> bool:
+    """Same rule as the local engine: an image extension, or an image signature in the first bytes."""
+    name = uri.rsplit("/", 1)[-1].lower()
+    dot = name.rfind(".")
+    return (dot >= 0 and name[dot:] in IMAGE_EXTENSIONS) or sniff_format(head[:SNIFF_BYTES]) is not None
+
+
+def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: binaryFile rows (path, modificationTime, length, content) -> rows of the dataset schema."""
+    emb = None
+    pending = []
+    for batch in batches:
+        paths = batch.column("path").to_pylist()
+        lengths = batch.column("length").to_pylist()
+        mtimes = batch.column("modificationTime").to_pylist()
+        contents = batch.column("content")
+        for i, raw_path in enumerate(paths):
+            data = contents[i].as_py() or b""
+            uri = normalize_uri(raw_path)
+            if not is_candidate(uri, data[:SNIFF_BYTES]):
+                continue
+            mtime = mtimes[i]
+            if mtime is not None and mtime.tzinfo is None:
+                mtime = mtime.replace(tzinfo=timezone.utc)
+            rec = FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime)
+            emb = emb or worker_embedder(job)
+            pending.append(decode_record(rec, data, emb.prep, job.max_pixels))
+            if len(pending) >= job.batch_size:
+                yield from _emit(emb, pending)
+                pending = []
+    if pending:
+        yield from _emit(emb or worker_embedder(job), pending)
+
+
+def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for files over the size limit (their content is never read): failure rows for image names."""
+    from imgsearch.core import Outcome
+    from imgsearch.models import get_spec
+
+    spec = get_spec(job.model)
+
+    class _Named:  # embed_outcomes needs only the model's name and dim for failure rows
+        name, dim = spec.name, spec.dim
+
+    for batch in batches:
+        outcomes = []
+        for path, length, mtime in zip(batch.column("path").to_pylist(), batch.column("length").to_pylist(),
+                                       batch.column("modificationTime").to_pylist()):
+            uri = normalize_uri(path)
+            if not is_candidate(uri, b""):
+                continue
+            if mtime is not None and mtime.tzinfo is None:
+                mtime = mtime.replace(tzinfo=timezone.utc)
+            outcomes.append(Outcome(FileRecord(uri, image_id(uri), length, mtime),
+                                    error=f"file larger than {limit:,} bytes"))
+        if outcomes:
+            yield from embed_outcomes(_Named, outcomes).to_batches()
+
+
+def _emit(emb, outcomes) -> Iterator[pa.RecordBatch]:
+    table = embed_outcomes(emb, outcomes)
+    _worker_log(f"batch {os.getpid()} {len(outcomes)}")
+    yield from table.to_batches()
+
+
+def _job_fn(job: SparkJob):
+    def fn(batches):
+        return embed_arrow_batches(batches, job)
+
+    return fn
+
+
+def _too_large_fn(job: SparkJob, limit: int):
+    def fn(batches):
+        return too_large_rows(batches, job, limit)
+
+    return fn
+
+
+@dataclass
+class SparkEmbedReport:
+    out_dir: str
+    model: str
+    dim: int
+    embedded: int = 0
+    failed: int = 0
+    skipped_non_images: int = 0
+    failures: list = field(default_factory=list)  # (uri, reason)
+    seconds: float = 0.0
+    partitions: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def _in_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ  # set when spark-submit launched this Python driver
+
+
+def get_session(master: str | None = None, conf: dict[str, str] | None = None, app_name: str = "imgsearch"):
+    """A SparkSession configured for image inference; under spark-submit, master and confs come from there."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ImgSearchError(f"the Spark engine needs pyspark: pip install 'imgsearch[spark]' ({exc})") from None
+    # Workers must run this interpreter (with imgsearch and torch), and start with the tuned allocator.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    for k, v in ALLOCATOR_ENV.items():
+        os.environ.setdefault(k, v)
+    local = not _in_spark_submit() and (master or "local").startswith("local")
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local and local-cluster: stay on loopback
+    builder = SparkSession.builder.appName(app_name)
+    if master or not _in_spark_submit():
+        builder = builder.master(master or "local[*]")
+    defaults = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.python.worker.reuse": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        "spark.driver.host": "127.0.0.1" if local else "",
+        "spark.driver.bindAddress": "127.0.0.1" if local else "",
+        "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
+    }
+    for k, v in ALLOCATOR_ENV.items():
+        defaults[f"spark.executorEnv.{k}"] = v
+    if os.environ.get(WORKER_LOG_ENV):
+        defaults[f"spark.executorEnv.{WORKER_LOG_ENV}"] = os.environ[WORKER_LOG_ENV]
+    for k, v in {**defaults, **(conf or {})}.items():
+        if v != "":
+            builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def stop_session() -> None:
+    """Stop the active SparkSession, if any (the CLI does this when a command ends)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return
+    spark = SparkSession.getActiveSession()
+    if spark is not None:
+        spark.stop()
+
+
+def is_local_master(master: str | None) -> bool:
+    return not _in_spark_submit() and (master or "local").startswith("local")
+
+
+def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None = None,
+                       partitions: int | None = None, conf: dict[str, str] | None = None,
+                       overwrite: bool = False, max_file_bytes: int = 512 * 1024 * 1024) -> SparkEmbedReport:
+    """Embed every image under `src` (a path or Hadoop URI) into a Parquet dataset at `out` with Spark."""
+    from imgsearch.models import get_spec
+
+    spec = get_spec(job.model)
+    spark = get_session(master, conf)
+    started = time.perf_counter()
+    src_uri = _as_uri(src)
+    out_uri = _as_uri(out)
+    # Image batches are large: keep Arrow batches to one model batch (the default is 10,000 rows).
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.batch_size))
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    try:
+        files = reader.load(src_uri)
+    except Exception as exc:
+        raise ImgSearchError(f"cannot list {src}: {_first_line(exc)}") from None
+    small = files.filter(files.length <= max_file_bytes)
+    if partitions:
+        small = small.repartition(partitions)
+    n_parts = small.rdd.getNumPartitions()
+    result = small.mapInArrow(_job_fn(job), SPARK_SCHEMA)
+    big = files.filter(files.length > max_file_bytes).select("path", "length", "modificationTime")
+    result = result.unionByName(big.mapInArrow(_too_large_fn(job, max_file_bytes), SPARK_SCHEMA))
+    writer = result.write.mode("overwrite" if overwrite else "errorifexists")
+    try:
+        writer.parquet(out_uri)
+    except Exception as exc:
+        msg = _first_line(exc)
+        if "already exists" in msg:
+            raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite") from None
+        raise ImgSearchError(f"Spark job failed: {msg}") from None
+    seconds = time.perf_counter() - started
+
+    written = spark.read.parquet(out_uri)
+    failures = [(r.path, r.error) for r in written.filter(written.error.isNotNull()).select("path", "error").collect()]
+    total = written.count()
+    return SparkEmbedReport(out_dir=out, model=job.model, dim=spec.dim, embedded=total - len(failures),
+                            failed=len(failures), failures=sorted(failures), seconds=seconds, partitions=n_parts)
+
+
+def iter_parquet_batches(uri: str, batch_rows: int = 2048, master: str | None = None) -> Iterator[pa.RecordBatch]:
+    """Embedded rows of a dataset on any Hadoop file system, streamed to the driver (for loading into Milvus)."""
+    spark = get_session(master)
+    df = spark.read.parquet(_as_uri(uri)).filter("error IS NULL").select(
+        "id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime")
+    rows = []
+    for row in df.toLocalIterator(prefetchPartitions=True):
+        rows.append(row.asDict())
+        if len(rows) >= batch_rows:
+            yield _rows_to_batch(rows)
+            rows = []
+    if rows:
+        yield _rows_to_batch(rows)
+
+
+def _rows_to_batch(rows: list[dict]) -> pa.RecordBatch:
+    cols = ["id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime"]
+    schema = pa.schema([SCHEMA.field(c) for c in cols])
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def _as_uri(path: str) -> str:
+    return path if "://" in path else Path(path).expanduser().resolve().as_uri()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("at ", "JVM stacktrace", "---")):
+            return line[:500]
+    return type(exc).__name__
+
+
+def main() -> None:
+    """spark-submit entry: the same command line as `imgsearch` (use `embed ... --engine spark`)."""
+    from imgsearch.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Run the PyPI package `milvus`'s standalone server (`milvus-server`) for tests, benchmarks and local trials.
+
+It stands in for a Milvus standalone/distributed deployment reached by URI. Its components advertise 127.0.0.1 and
+clients here connect only through loopback (the binary itself binds its ports on all interfaces; its embedded etcd
+uses the fixed ports 2379/2380, so one runs per machine). It ignores SIGTERM for a long time: stop() sends SIGTERM to
+its whole process group, waits, then SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
+
+
+def executable() -> str | None:
+    here = Path(sys.executable).parent / "milvus-server"
+    return str(here) if here.exists() else shutil.which("milvus-server")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, attempts: int = 2) -> Iterator[str]:
+    """Start milvus-server with data in `data_dir`; yield its URI (http://127.0.0.1:PORT); stop it afterwards.
+
+    It normally answers within 10 s; a start that still hangs is stopped and tried again.
+    """
+    exe = executable()
+    if exe is None:
+        raise RuntimeError("milvus-server not found: pip install 'milvus==2.3.5'")
+    if _port_open(port) or _port_open(2379):
+        raise RuntimeError(f"port {port} or 2379 is already in use: is another Milvus running?")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # rootCoord's default port (53100) lies in Linux's ephemeral range, where any client socket may hold it and the
+    # start then hangs; every port used here is outside that range.
+    args = [exe, "--data", str(data_dir), "--proxy-port", str(port), "--root-coord-port", str(port + 3)]
+    for comp in COMPONENTS:
+        args += ["--extra-config", f"{comp}.ip=127.0.0.1"]
+    proc = None
+    for attempt in range(1, attempts + 1):
+        log_path = data_dir / f"milvus-server-{attempt}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                break
+            if _port_open(port) and "Started:" in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        if proc.poll() is None and _port_open(port):
+            break
+        _stop(proc)
+        if attempt == attempts:
+            raise RuntimeError(f"milvus-server did not start ({attempts} tries): {log_path.read_text()[-2000:]}")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the milvus child may outlive its wrapper
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        pass

@@ -1,0 +1,154 @@
+"""Spark engine acceptance: same ids and vectors as the local engine, failures recorded, model loaded once per worker,
+and its output searchable the same way in Milvus Lite and in a Milvus server."""
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from collections import Counter
+
+import numpy as np
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+
+from imgsearch import dataset as dset  # noqa: E402
+from imgsearch import pipeline  # noqa: E402
+from imgsearch.engines.spark import WORKER_LOG_ENV, SparkJob, embed_source_spark, stop_session  # noqa: E402
+from imgsearch.samples import write_variants  # noqa: E402
+from imgsearch.sources import path_to_uri  # noqa: E402
+from imgsearch.store import open_store  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def worker_log(tmp_path_factory):
+    # Must be in the environment before the first SparkContext starts its JVM (workers inherit it from there).
+    path = tmp_path_factory.mktemp("wlog") / "workers.log"
+    path.write_text("")
+    old = os.environ.get(WORKER_LOG_ENV)
+    os.environ[WORKER_LOG_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(WORKER_LOG_ENV, None)
+    else:
+        os.environ[WORKER_LOG_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photo_paths):
+    """42 real photographs (21 originals + an 80% crop of each) and a corrupt JPEG."""
+    d = tmp_path_factory.mktemp("spark-src")
+    for p in photo_paths:
+        shutil.copy(p, d / p.name)
+    write_variants(photo_paths, d / "crops", kinds=("crop80",))
+    jpeg = (d / "sklearn_flower.jpg").read_bytes()
+    (d / "corrupt.jpg").write_bytes(jpeg[:2000])
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_result(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local-out")
+    rep = pipeline.embed(str(corpus), str(out), "efficientnet_lite0", progress=False)
+    assert rep.embedded == 42 and rep.failed == 1
+    return read(out)
+
+
+def read(out) -> dict:
+    table = dset.open_dataset(out).to_table()
+    rows = {}
+    for r in table.to_pylist():
+        rows[r["id"]] = r
+    return rows
+
+
+def job(batch_size=32):
+    return SparkJob(model="efficientnet_lite0", weights=None, precision="auto", device="cpu", batch_size=batch_size,
+                    max_pixels=100_000_000, threads=1)
+
+
+def log_lines(path, start):
+    return path.read_text().splitlines()[start:]
+
+
+@pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,1024]"])
+def test_spark_matches_local_engine(master, corpus, local_result, worker_log, tmp_path):
+    start = len(worker_log.read_text().splitlines())
+    out = tmp_path / "spark-out"
+    try:
+        rep = embed_source_spark(str(corpus), str(out), job(batch_size=4), master=master, partitions=6)
+    finally:
+        stop_session()
+    assert rep.embedded == 42 and rep.failed == 1
+    assert rep.failures == [(path_to_uri(corpus / "corrupt.jpg"), local_result[next(
+        i for i, r in local_result.items() if r["error"])]["error"])]
+    spark_rows = read(out)
+    assert set(spark_rows) == set(local_result)  # same ids for the same files
+    for i, r in spark_rows.items():
+        loc = local_result[i]
+        assert r["path"] == loc["path"] and r["bytes"] == loc["bytes"] and r["width"] == loc["width"]
+        if loc["error"]:
+            assert r["vector"] is None and "JPEG" in r["error"]
+            continue
+        a, b = np.asarray(r["vector"], np.float32), np.asarray(loc["vector"], np.float32)
+        assert float(a @ b) >= 0.999, (r["path"], float(a @ b))
+
+    # The model is loaded once per Python worker, then reused by every batch of every task.
+    lines = log_lines(worker_log, start)
+    loads = Counter(line.split()[1] for line in lines if line.startswith("load "))
+    batches = [line.split() for line in lines if line.startswith("batch ")]
+    assert loads and all(n == 1 for n in loads.values()), loads
+    assert len(loads) <= 2  # two task slots -> at most two Python workers
+    assert {pid for _, pid, _ in batches} <= set(loads)
+    assert sum(int(n) for _, _, n in batches) == 43 and len(batches) >= 11 > len(loads)  # 43 files in batches of 4
+
+
+def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, photo_paths):
+    from imgsearch.milvus_standalone import executable, milvus_standalone
+
+    if executable() is None:
+        pytest.skip("milvus-server (PyPI package 'milvus') not installed")
+    out = tmp_path / "emb"
+    lite = tmp_path / "lite.db"
+    res = run_cli("index", str(corpus), "--engine", "spark", "--master", "local[2]", "--db", str(lite),
+                  "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "warning: 1 files failed" in res.stderr
+    queries = write_variants(photo_paths[:10], tmp_path / "q", kinds=("resize50",))
+    embedder = pipeline.make_embedder("efficientnet_lite0")
+    qvecs = np.concatenate([pipeline.query_vector(embedder, str(q[0])) for q in queries.values()])
+
+    def top5(uri):
+        with open_store(uri) as st:
+            info = st.collection_for(None)
+            assert info.count == 42
+            return [[h.id for h in hits] for hits in st.search(info, qvecs, 5)], info.index_type
+
+    lite_top, lite_index = top5(str(lite))
+    with milvus_standalone(tmp_path / "milvus-data", port=19530) as uri:
+        res = run_cli("load", str(out), "--db", uri)
+        assert res.returncode == 0, res.stderr[-2000:]
+        server_top, server_index = top5(uri)
+        # Indexing and serving side by side on a server URI: the service sees new images without a restart.
+        from imgsearch.server.live import live_server
+
+        more = tmp_path / "more"
+        more.mkdir()
+        shutil.copy(photo_paths[0], more / "extra_copy.png")
+        with live_server(uri, log_dir=tmp_path) as url:
+            res = run_cli("index", str(more), "--db", uri)
+            assert res.returncode == 0, res.stderr[-2000:]
+            deadline = time.time() + 30
+            while True:  # the service refreshes its collection info every couple of seconds
+                with urllib.request.urlopen(url + "/api/stats") as r:
+                    if json.load(r)["count"] == 43:
+                        break
+                assert time.time() < deadline, "the server did not see the image indexed beside it"
+                time.sleep(0.5)
+    assert (lite_index, server_index) == ("FLAT", "HNSW")
+    assert lite_top == server_top
