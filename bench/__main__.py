@@ -1,12 +1,12 @@
-"""python -m bench {all,search-load,table} [--quick]"""
+"""python -m bench {all,search-load,spark-vs-local,table} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import search_load, table
+from bench import search_load, spark_vs_local, table
 
-BENCHMARKS = {"search-load": search_load.run}
+BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run}
 
 
 def main() -> None:

@@ -104,8 +104,8 @@ def test_spark_matches_local_engine(master, corpus, local_result, worker_log, tm
     batches = [line.split() for line in lines if line.startswith("batch ")]
     assert loads and all(n == 1 for n in loads.values()), loads
     assert len(loads) <= 2  # two task slots -> at most two Python workers
-    assert {pid for _, pid, _ in batches} <= set(loads)
-    assert sum(int(n) for _, _, n in batches) == 43 and len(batches) >= 11 > len(loads)  # 43 files in batches of 4
+    assert {b[1] for b in batches} <= set(loads)
+    assert sum(int(b[2]) for b in batches) == 43 and len(batches) >= 11 > len(loads)  # 43 files in batches of 4
 
 
 def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, photo_paths):

@@ -80,7 +80,7 @@ def worker_embedder(job: SparkJob):
         emb = create_model(job.model, weights=job.weights, device=device, precision=job.precision,
                            threads=job.threads)
         _EMBEDDERS[key] = emb
-        _worker_log(f"load {os.getpid()}")
+        _worker_log(f"load {os.getpid()} t={time.time():.3f}")
         print(f"imgsearch: loaded {job.model} ({emb.precision}, {device}) in worker {os.getpid()}", file=sys.stderr)
     return emb
 
@@ -93,30 +93,51 @@ def is_candidate(uri: str, head: bytes) -> bool:
 
 
 def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: binaryFile rows (path, modificationTime, length, content) -> rows of the dataset schema."""
-    emb = None
-    pending = []
-    for batch in batches:
-        paths = batch.column("path").to_pylist()
-        lengths = batch.column("length").to_pylist()
-        mtimes = batch.column("modificationTime").to_pylist()
-        contents = batch.column("content")
-        for i, raw_path in enumerate(paths):
-            data = contents[i].as_py() or b""
-            uri = normalize_uri(raw_path)
-            if not is_candidate(uri, data[:SNIFF_BYTES]):
-                continue
-            mtime = mtimes[i]
-            if mtime is not None and mtime.tzinfo is None:
-                mtime = mtime.replace(tzinfo=timezone.utc)
-            rec = FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime)
-            emb = emb or worker_embedder(job)
-            pending.append(decode_record(rec, data, emb.prep, job.max_pixels))
-            if len(pending) >= job.batch_size:
-                yield from _emit(emb, pending)
-                pending = []
-    if pending:
-        yield from _emit(emb or worker_embedder(job), pending)
+    """mapInArrow body: binaryFile rows (path, modificationTime, length, content) -> rows of the dataset schema.
+
+    One helper thread decodes the next model batch while the model runs on this one (both release the GIL), so the
+    worker's core is not left idle while bytes arrive from the JVM.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    emb = worker_embedder(job)
+    prep, max_pixels = emb.prep, job.max_pixels
+
+    def decode_all(chunk):
+        t0 = time.perf_counter()
+        outs = [decode_record(rec, data, prep, max_pixels) for rec, data in chunk]
+        return outs, time.perf_counter() - t0
+
+    chunk: list = []
+    inflight = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode") as pool:
+        for batch in batches:
+            paths = batch.column("path").to_pylist()
+            lengths = batch.column("length").to_pylist()
+            mtimes = batch.column("modificationTime").to_pylist()
+            contents = batch.column("content")
+            for i, raw_path in enumerate(paths):
+                data = contents[i].as_py() or b""
+                uri = normalize_uri(raw_path)
+                if not is_candidate(uri, data[:SNIFF_BYTES]):
+                    continue
+                mtime = mtimes[i]
+                if mtime is not None and mtime.tzinfo is None:
+                    mtime = mtime.replace(tzinfo=timezone.utc)
+                chunk.append((FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime), data))
+                if len(chunk) >= job.batch_size:
+                    nxt = pool.submit(decode_all, chunk)
+                    chunk = []
+                    if inflight is not None:
+                        yield from _emit(emb, *inflight.result())
+                    inflight = nxt
+        if chunk:
+            nxt = pool.submit(decode_all, chunk)
+            if inflight is not None:
+                yield from _emit(emb, *inflight.result())
+            inflight = nxt
+        if inflight is not None:
+            yield from _emit(emb, *inflight.result())
 
 
 def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int) -> Iterator[pa.RecordBatch]:
@@ -144,9 +165,11 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int)
             yield from embed_outcomes(_Named, outcomes).to_batches()
 
 
-def _emit(emb, outcomes) -> Iterator[pa.RecordBatch]:
+def _emit(emb, outcomes, decode_s: float = 0.0) -> Iterator[pa.RecordBatch]:
+    t0 = time.perf_counter()
     table = embed_outcomes(emb, outcomes)
-    _worker_log(f"batch {os.getpid()} {len(outcomes)}")
+    _worker_log(f"batch {os.getpid()} {len(outcomes)} decode_s={decode_s:.4f} embed_s={time.perf_counter() - t0:.4f} "
+                f"t={time.time():.3f}")
     yield from table.to_batches()
 
 
@@ -157,11 +180,6 @@ def _job_fn(job: SparkJob):
     return fn
 
 
-def _too_large_fn(job: SparkJob, limit: int):
-    def fn(batches):
-        return too_large_rows(batches, job, limit)
-
-    return fn
 
 
 @dataclass
@@ -210,6 +228,10 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
         "spark.driver.host": "127.0.0.1" if local else "",
         "spark.driver.bindAddress": "127.0.0.1" if local else "",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
+        # Image files are small next to Spark's 4 MB per-file open cost: without this a folder of small images
+        # becomes one task per ~30 files, and task overheads dominate.
+        "spark.sql.files.openCostInBytes": str(1024 * 1024),
+        "spark.sql.files.maxPartitionBytes": str(64 * 1024 * 1024),
     }
     for k, v in ALLOCATOR_ENV.items():
         defaults[f"spark.executorEnv.{k}"] = v
@@ -259,10 +281,13 @@ def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None 
     small = files.filter(files.length <= max_file_bytes)
     if partitions:
         small = small.repartition(partitions)
-    n_parts = small.rdd.getNumPartitions()
     result = small.mapInArrow(_job_fn(job), SPARK_SCHEMA)
+    # Files over the size limit are never read: their failure rows are made here, from the listing alone.
     big = files.filter(files.length > max_file_bytes).select("path", "length", "modificationTime")
-    result = result.unionByName(big.mapInArrow(_too_large_fn(job, max_file_bytes), SPARK_SCHEMA))
+    big_rows = list(too_large_rows(big.toArrow().to_batches(), job, max_file_bytes))
+    if big_rows:
+        result = result.unionByName(spark.createDataFrame(pa.Table.from_batches(big_rows).to_pandas(),
+                                                          schema=SPARK_SCHEMA))
     writer = result.write.mode("overwrite" if overwrite else "errorifexists")
     try:
         writer.parquet(out_uri)
@@ -273,11 +298,20 @@ def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None 
         raise ImgSearchError(f"Spark job failed: {msg}") from None
     seconds = time.perf_counter() - started
 
-    written = spark.read.parquet(out_uri)
-    failures = [(r.path, r.error) for r in written.filter(written.error.isNotNull()).select("path", "error").collect()]
-    total = written.count()
+    if out_uri.startswith("file:"):  # read the summary here: cheaper than another Spark job
+        from imgsearch import dataset as dset
+        from imgsearch.sources import uri_to_path
+
+        local_out = uri_to_path(normalize_uri(out_uri))
+        failures = [(r["path"], r["error"]) for r in dset.read_failures(local_out)]
+        total = dset.summarize(local_out).rows
+    else:
+        written = spark.read.parquet(out_uri)
+        failures = [(r.path, r.error) for r in written.filter(written.error.isNotNull()).select("path", "error").collect()]
+        total = written.count()
     return SparkEmbedReport(out_dir=out, model=job.model, dim=spec.dim, embedded=total - len(failures),
-                            failed=len(failures), failures=sorted(failures), seconds=seconds, partitions=n_parts)
+                            failed=len(failures), failures=sorted(failures), seconds=seconds,
+                            partitions=partitions or 0)
 
 
 def iter_parquet_batches(uri: str, batch_rows: int = 2048, master: str | None = None) -> Iterator[pa.RecordBatch]:
