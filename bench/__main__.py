@@ -1,4 +1,4 @@
-"""python -m bench {all,search-load,spark-vs-local,table} [--quick]"""
+"""python -m bench {all,search-load,spark-vs-local,table,readme} [--quick]"""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.r
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("which", choices=["all", *BENCHMARKS, "table"], help="benchmark to run, or 'table' to print results")
+    ap.add_argument("which", choices=["all", *BENCHMARKS, "table", "readme"], help="benchmark to run, or 'table' to print results")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run (asserts nothing about speed)")
     args = ap.parse_args()
     if args.which == "table":
         table.run()
+        return
+    if args.which == "readme":
+        table.update_readme()
         return
     names = list(BENCHMARKS) if args.which == "all" else [args.which]
     for name in names:

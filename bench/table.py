@@ -31,8 +31,32 @@ def render() -> str:
                 "",
                 "| benchmark | load | requests | errors | QPS | p50 ms | p99 ms |",
                 "|---|---|---|---|---|---|---|", *search_load_rows(sec), ""]
+    if "spark_vs_local" in secs:
+        sec = secs["spark_vs_local"]
+        out += [f"Indexing wall time, `imgsearch embed` as a command, start-up included ({sec['date'][:10]}); real images: "
+                "openclipart PNGs + camera-size JPEGs (`bench/datasets.py`).", "",
+                "| images | local engine s | Spark `local[2]` s | Spark / local | local img/s | Spark img/s |",
+                "|---|---|---|---|---|---|"]
+        for r in sec["runs"]:
+            out.append(f"| {r['images']:,} | {r['local_s']:.1f} | {r['spark_local2_s']:.1f} | "
+                       f"{r['spark_over_local_ratio']:.2f} | {r['local_img_per_s']:.1f} | {r['spark_img_per_s']:.1f} |")
+        model = sec["runs"][0].get("model")
+        if model:
+            out += ["", f"Fitted from the two sizes (wall = fixed + n / rate): local engine {model['local']['fixed_s']:.1f} s "
+                    f"fixed + {model['local']['img_per_s']:.0f} img/s; Spark local[2] {model['spark_local2']['fixed_s']:.1f} s "
+                    f"fixed + {model['spark_local2']['img_per_s']:.0f} img/s."]
+        out.append("")
     return "\n".join(out)
 
 
 def run(quick: bool = False) -> None:
     print(render())
+
+
+def update_readme() -> None:
+    """Replace the README's table (between the bench:start/end markers) with the current results."""
+    readme = RESULTS.parents[1] / "README.md"
+    text = readme.read_text()
+    a, b = text.index("<!-- bench:start -->"), text.index("<!-- bench:end -->")
+    readme.write_text(text[: a + len("<!-- bench:start -->")] + "\n" + render().rstrip() + "\n" + text[b:])
+    print(f"updated {readme}")

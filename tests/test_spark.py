@@ -152,3 +152,25 @@ def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, pho
                 time.sleep(0.5)
     assert (lite_index, server_index) == ("FLAT", "HNSW")
     assert lite_top == server_top
+
+
+def test_spark_submit_entry_point(corpus, tmp_path):
+    """The cluster path: spark-submit runs the engine module as the driver program, with the same CLI."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import imgsearch.engines.spark as engine
+
+    submit = Path(sys.executable).parent / "spark-submit"
+    if not submit.exists():
+        pytest.skip("spark-submit not found beside this Python")
+    out = tmp_path / "submitted"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1"}
+    res = subprocess.run([str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", engine.__file__,
+                          "embed", str(corpus), "--out", str(out), "--engine", "spark"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = dset.summarize(out)
+    assert (s.embedded, s.failed) == (42, 1)
