@@ -24,7 +24,7 @@ def timed_embed(src: Path, out: Path, *extra: str) -> float:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "imgsearch", "embed", str(src), "--out", str(out), *extra],
-                         capture_output=True, text=True, env={**os.environ, "IMGSEARCH_PROGRESS": "0"})
+                         capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeError(f"embed {' '.join(extra)} failed: {res.stderr[-2000:]}")

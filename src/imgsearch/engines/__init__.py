@@ -1,3 +1,3 @@
 """Engines schedule the shared core (imgsearch.core) over a collection: `local` (threads on one machine), `spark`."""
 
-ENGINES = ("local",)
+ENGINES = ("local", "spark")
