@@ -5,7 +5,6 @@ Both run as a user runs them: the command line in a fresh process, start-up and 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -32,6 +32,22 @@ def lite0():
     return create_model("efficientnet_lite0", device="cpu", precision="fp32")
 
 
+def index_photos(tmp_path_factory, photo_paths, name: str) -> tuple[Path, Path]:
+    """Copy the sample photos into a fresh folder and index them into a fresh Milvus Lite file: (db, folder)."""
+    import shutil
+
+    from imgsearch import pipeline
+
+    work = tmp_path_factory.mktemp(name)
+    src = work / "photos"
+    src.mkdir()
+    for p in photo_paths:
+        shutil.copy(p, src / p.name)
+    db = work / f"{name}.db"
+    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
+    return db, src
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed command line in a fresh process, as a user would."""

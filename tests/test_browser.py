@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch import pipeline
 from imgsearch.samples import write_variants
 
 from imgsearch.server.live import live_server
+
+from conftest import index_photos
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,15 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, photo_paths):
-    work = tmp_path_factory.mktemp("browser")
-    src = work / "photos"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
-    db = work / "b.db"
-    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
+    db, src = index_photos(tmp_path_factory, photo_paths, "browser")
     with live_server(db) as url:
-        yield url, src, work
+        yield url, src, db.parent
 
 
 def test_upload_change_k_and_more_like_this(served):

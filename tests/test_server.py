@@ -1,18 +1,16 @@
 """REST API tests over a real index (Milvus Lite) and the real default model, through FastAPI's TestClient."""
 
 import io
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imgsearch import pipeline
 from imgsearch.config import Settings
-from imgsearch.samples import write_variants
 from imgsearch.server import create_app
-from imgsearch.service import SearchService
 from imgsearch.sources import image_id, path_to_uri
+
+from conftest import index_photos
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
@@ -20,14 +18,7 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def indexed_db(tmp_path_factory, photo_paths):
-    work = tmp_path_factory.mktemp("srv")
-    src = work / "photos"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
-    db = work / "srv.db"
-    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
-    return db, src
+    return index_photos(tmp_path_factory, photo_paths, "srv")
 
 
 def client_for(db, **overrides) -> TestClient:

@@ -4,7 +4,6 @@ import sys
 import numpy as np
 import pytest
 
-from imgsearch import dataset as dset
 from imgsearch.errors import StoreError
 from imgsearch.store import open_store
 

@@ -68,20 +68,27 @@ class DecodedImage:
     format: str
 
 
-def decode_image(data: bytes, prep: Preprocess, max_pixels: int) -> DecodedImage:
-    """Decode, orient, convert to RGB and resize+crop. Raises DecodeError with a short reason on any bad input."""
+def _open_guarded(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and refuse empty input or more than `max_pixels` pixels before anything is decoded."""
     if not data:
         raise DecodeError("empty file")
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise DecodeError(f"invalid image size {w}x{h}")
+    if w * h > max_pixels:
+        raise DecodeError(f"image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+    return im
+
+
+def decode_image(data: bytes, prep: Preprocess, max_pixels: int) -> DecodedImage:
+    """Decode, orient, convert to RGB and resize+crop. Raises DecodeError with a short reason on any bad input."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _open_guarded(data, max_pixels)
             fmt = im.format or "unknown"
             w, h = im.size
-            if w <= 0 or h <= 0:
-                raise DecodeError(f"invalid image size {w}x{h}")
-            if w * h > max_pixels:
-                raise DecodeError(f"image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
             orientation = _exif_orientation(im)
             if fmt == "JPEG":
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is much larger than needed.
@@ -164,15 +171,10 @@ def _resize_center_crop(im: Image.Image, prep: Preprocess) -> np.ndarray:
 
 def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int = 85) -> bytes:
     """A JPEG no larger than size x size (aspect kept), oriented and in RGB, with the same guards as decode_image."""
-    if not data:
-        raise DecodeError("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DecodeError(f"image too large: {w}x{h} exceeds the limit of {max_pixels:,} pixels")
+            im = _open_guarded(data, max_pixels)
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
             im.load()

@@ -16,7 +16,7 @@ from imgsearch.engines.local import EmbedReport, embed_source
 from imgsearch.errors import ImgSearchError, ModelError
 from imgsearch.models import Embedder, create_model
 from imgsearch.sources import image_id, path_to_uri, read_bytes
-from imgsearch.store import CollectionInfo, Hit, Store, open_store
+from imgsearch.store import CollectionInfo, Hit, open_store
 
 
 def make_embedder(model: str, weights: str | None = None, precision: str | None = None,

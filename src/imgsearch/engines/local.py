@@ -26,7 +26,9 @@ from imgsearch.sources import ListingReport, image_id, list_images, read_bytes
 
 @dataclass
 class EmbedReport:
-    out_dir: Path
+    """What an engine did: counts, failures with reasons, time. Both engines return one."""
+
+    out_dir: Path | str
     model: str
     dim: int
     embedded: int = 0
@@ -35,6 +37,7 @@ class EmbedReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
     parts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    partitions: int = 0  # Spark tasks, when the job repartitioned
 
     @property
     def images_per_second(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +18,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from imgsearch.core import FileRecord, decode_record, embed_outcomes
+from imgsearch.engines.local import EmbedReport
 from imgsearch.dataset import SCHEMA
 from imgsearch.errors import DatasetError, ImgSearchError
 from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
@@ -182,23 +183,6 @@ def _job_fn(job: SparkJob):
 
 
 
-@dataclass
-class SparkEmbedReport:
-    out_dir: str
-    model: str
-    dim: int
-    embedded: int = 0
-    failed: int = 0
-    skipped_non_images: int = 0
-    failures: list = field(default_factory=list)  # (uri, reason)
-    seconds: float = 0.0
-    partitions: int = 0
-
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-
 def _in_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ  # set when spark-submit launched this Python driver
 
@@ -262,7 +246,7 @@ def is_local_master(master: str | None) -> bool:
 
 def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None = None,
                        partitions: int | None = None, conf: dict[str, str] | None = None,
-                       overwrite: bool = False, max_file_bytes: int = 512 * 1024 * 1024) -> SparkEmbedReport:
+                       overwrite: bool = False, max_file_bytes: int = 512 * 1024 * 1024) -> EmbedReport:
     """Embed every image under `src` (a path or Hadoop URI) into a Parquet dataset at `out` with Spark."""
     from imgsearch.models import get_spec
 
@@ -309,9 +293,9 @@ def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None 
         written = spark.read.parquet(out_uri)
         failures = [(r.path, r.error) for r in written.filter(written.error.isNotNull()).select("path", "error").collect()]
         total = written.count()
-    return SparkEmbedReport(out_dir=out, model=job.model, dim=spec.dim, embedded=total - len(failures),
-                            failed=len(failures), failures=sorted(failures), seconds=seconds,
-                            partitions=partitions or 0)
+    return EmbedReport(out_dir=out, model=job.model, dim=spec.dim, embedded=total - len(failures),
+                       failed=len(failures), failures=sorted(failures), seconds=seconds,
+                       partitions=partitions or 0)
 
 
 def iter_parquet_batches(uri: str, batch_rows: int = 2048, master: str | None = None) -> Iterator[pa.RecordBatch]:
