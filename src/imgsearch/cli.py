@@ -151,23 +151,13 @@ def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="p
 @app.command()
 def serve(db: str = DbOpt, host: str = typer.Option(_S.host, "--host", help="address to listen on"),
           port: int = typer.Option(_S.port, "--port", help="port to listen on"),
-          workers_log: str = typer.Option("warning", "--log-level", help="uvicorn log level")) -> None:
+          workers_log: str = typer.Option("warning", "--log-level", help="web server log level")) -> None:
     """Serve the search page and REST API (model and index load once, at start-up)."""
     try:
-        import uvicorn
-
-        from imgsearch.server import create_app
+        from imgsearch import server
     except ImportError as exc:
         raise ImgSearchError(f"the server needs its extra: pip install 'imgsearch[server]' ({exc})") from None
-    from imgsearch.service import SearchService
-
-    service = SearchService(db)  # open (and lock) the database and load the model before listening
-    typer.echo(f"serving {service.count()} images ({service.model_name}) from {db} at http://{host}:{port}/ "
-               "(Ctrl+C to stop)", err=True)
-    try:
-        uvicorn.run(create_app(db, service=service), host=host, port=port, log_level=workers_log)
-    finally:
-        service.close()
+    server.run(db, host, port, log_level=workers_log)
 
 
 @app.command()

@@ -211,3 +211,19 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def run(db: str, host: str, port: int, log_level: str = "warning", settings: Settings | None = None) -> None:
+    """Serve until interrupted. The store is opened (and a Lite file locked) and the model loaded before listening,
+    so a busy database or a missing model fails at once with a clear message."""
+    import sys
+
+    import uvicorn
+
+    service = SearchService(db, settings=settings)
+    print(f"serving {service.count()} images ({service.model_name}) from {db} at http://{host}:{port}/ "
+          "(Ctrl+C to stop)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(create_app(db, settings=settings, service=service), host=host, port=port, log_level=log_level)
+    finally:
+        service.close()
