@@ -7,7 +7,6 @@ decided here, once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Callable, Sequence
 
 import numpy as np
@@ -16,14 +15,7 @@ import pyarrow as pa
 from imgsearch.dataset import empty_columns, to_table
 from imgsearch.imaging import DecodedImage, DecodeError, Preprocess, decode_image
 from imgsearch.models import Embedder
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    uri: str
-    id: str
-    size: int | None
-    mtime: datetime | None
+from imgsearch.sources import FileRecord
 
 
 @dataclass

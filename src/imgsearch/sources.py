@@ -23,11 +23,13 @@ REMOTE_SCHEMES = ("hdfs", "s3a", "s3", "s3n", "gs", "abfs", "abfss", "wasb", "wa
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    uri: str  # normalised file:/// URI
+class FileRecord:
+    """One source file as every stage names it: normalised URI, stable id, size and modification time (if known)."""
+
+    uri: str  # normalised URI, e.g. file:///abs/path
     id: str
-    size: int
-    mtime: datetime  # UTC
+    size: int | None
+    mtime: datetime | None  # UTC
 
 
 def image_id(uri: str) -> str:
@@ -80,7 +82,7 @@ class ListingReport:
     unreadable: list[tuple[str, str]] | None = None  # (uri, reason) for entries we could not even stat/open
 
 
-def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[SourceFile]:
+def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[FileRecord]:
     """Candidate images under a local file or folder, sorted, recursive, symlinked dirs not followed (no loops),
     hidden (dot) files and folders skipped.
 
@@ -119,7 +121,7 @@ def list_images(src: str | os.PathLike[str], report: ListingReport | None = None
             continue
         report.candidates += 1
         uri = path_to_uri(path)
-        yield SourceFile(uri=uri, id=image_id(uri), size=st.st_size,
+        yield FileRecord(uri=uri, id=image_id(uri), size=st.st_size,
                          mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc))
 
 

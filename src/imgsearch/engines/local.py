@@ -62,10 +62,9 @@ def embed_source(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], e
 
     started = time.perf_counter()
     listing = ListingReport()
-    files = list(list_images(src, listing))
+    records = list(list_images(src, listing))
     report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim,
                          skipped_non_images=listing.skipped_non_images)
-    records = [FileRecord(uri=f.uri, id=f.id, size=f.size, mtime=f.mtime) for f in files]
     # Entries we could not even stat are failures too: the user must hear about them.
     pending_tables: list[pa.Table] = []
     if listing.unreadable:

@@ -93,56 +93,60 @@ def is_candidate(uri: str, head: bytes) -> bool:
     return (dot >= 0 and name[dot:] in IMAGE_EXTENSIONS) or sniff_format(head[:SNIFF_BYTES]) is not None
 
 
+def _file_records(batch: pa.RecordBatch) -> Iterator[tuple[int, FileRecord]]:
+    """(row index, FileRecord) for each binaryFile row, its Hadoop path normalised as the local engine does."""
+    paths = batch.column("path").to_pylist()
+    lengths = batch.column("length").to_pylist()
+    mtimes = batch.column("modificationTime").to_pylist()
+    for i, raw_path in enumerate(paths):
+        uri = normalize_uri(raw_path)
+        mtime = mtimes[i]
+        if mtime is not None and mtime.tzinfo is None:
+            mtime = mtime.replace(tzinfo=timezone.utc)
+        yield i, FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime)
+
+
 def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: binaryFile rows (path, modificationTime, length, content) -> rows of the dataset schema.
 
     One helper thread decodes the next model batch while the model runs on this one (both release the GIL), so the
     worker's core is not left idle while bytes arrive from the JVM.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     emb = worker_embedder(job)
     prep, max_pixels = emb.prep, job.max_pixels
+    inflight: Future | None = None
 
     def decode_all(chunk):
         t0 = time.perf_counter()
         outs = [decode_record(rec, data, prep, max_pixels) for rec, data in chunk]
         return outs, time.perf_counter() - t0
 
+    def step(chunk) -> Iterator[pa.RecordBatch]:
+        """Start decoding `chunk`, then embed the chunk decoded before it (if any)."""
+        nonlocal inflight
+        previous, inflight = inflight, (pool.submit(decode_all, chunk) if chunk else None)
+        if previous is not None:
+            yield from _emit(emb, *previous.result())
+
     chunk: list = []
-    inflight = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode") as pool:
         for batch in batches:
-            paths = batch.column("path").to_pylist()
-            lengths = batch.column("length").to_pylist()
-            mtimes = batch.column("modificationTime").to_pylist()
             contents = batch.column("content")
-            for i, raw_path in enumerate(paths):
+            for i, rec in _file_records(batch):
                 data = contents[i].as_py() or b""
-                uri = normalize_uri(raw_path)
-                if not is_candidate(uri, data[:SNIFF_BYTES]):
-                    continue
-                mtime = mtimes[i]
-                if mtime is not None and mtime.tzinfo is None:
-                    mtime = mtime.replace(tzinfo=timezone.utc)
-                chunk.append((FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime), data))
+                if is_candidate(rec.uri, data[:SNIFF_BYTES]):
+                    chunk.append((rec, data))
                 if len(chunk) >= job.batch_size:
-                    nxt = pool.submit(decode_all, chunk)
+                    yield from step(chunk)
                     chunk = []
-                    if inflight is not None:
-                        yield from _emit(emb, *inflight.result())
-                    inflight = nxt
-        if chunk:
-            nxt = pool.submit(decode_all, chunk)
-            if inflight is not None:
-                yield from _emit(emb, *inflight.result())
-            inflight = nxt
-        if inflight is not None:
-            yield from _emit(emb, *inflight.result())
+        yield from step(chunk)  # the last, partial chunk
+        yield from step([])  # and embed it
 
 
 def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body for files over the size limit (their content is never read): failure rows for image names."""
+    """Failure rows for files over the size limit (their content is never read), for names that look like images."""
     from imgsearch.core import Outcome
     from imgsearch.models import get_spec
 
@@ -152,16 +156,8 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int)
         name, dim = spec.name, spec.dim
 
     for batch in batches:
-        outcomes = []
-        for path, length, mtime in zip(batch.column("path").to_pylist(), batch.column("length").to_pylist(),
-                                       batch.column("modificationTime").to_pylist()):
-            uri = normalize_uri(path)
-            if not is_candidate(uri, b""):
-                continue
-            if mtime is not None and mtime.tzinfo is None:
-                mtime = mtime.replace(tzinfo=timezone.utc)
-            outcomes.append(Outcome(FileRecord(uri, image_id(uri), length, mtime),
-                                    error=f"file larger than {limit:,} bytes"))
+        outcomes = [Outcome(rec, error=f"file larger than {limit:,} bytes")
+                    for _, rec in _file_records(batch) if is_candidate(rec.uri, b"")]
         if outcomes:
             yield from embed_outcomes(_Named, outcomes).to_batches()
 
