@@ -1,12 +1,12 @@
-"""python -m bench {all,search-load,spark-vs-local,table,readme} [--quick]"""
+"""python -m bench {all,search-load,spark-vs-local,pca,table,readme} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import search_load, spark_vs_local, table
+from bench import pca, search_load, spark_vs_local, table
 
-BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run}
+BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run, "pca": pca.run}
 
 
 def main() -> None:

@@ -46,6 +46,23 @@ def render() -> str:
                     f"fixed + {model['local']['img_per_s']:.0f} img/s; Spark local[2] {model['spark_local2']['fixed_s']:.1f} s "
                     f"fixed + {model['spark_local2']['img_per_s']:.0f} img/s."]
         out.append("")
+    if "pca" in secs:
+        sec = secs["pca"]
+        rec = sec["recall_at_10_vs_full"]
+        out += [f"PCA ({sec['date'][:10]}): fit on {sec['fit_rows']:,} × {sec['dim']} vectors: "
+                f"{sec['fit_in_memory_s']:.1f} s (in memory), {sec['reduce_command_s']:.1f} s as `imgsearch reduce` over "
+                "a Parquet dataset (fit + recall report + writing the reduced vectors). Recall@10 of search in the "
+                f"reduced space vs the full 1280-d space, {sec['real_vectors']:,} real image embeddings:", "",
+                "| dims | variance kept | recall@10 | recall@10 whitened |", "|---|---|---|---|"]
+        for key, val in rec.items():
+            if key.endswith("_whitened"):
+                continue
+            w = rec.get(f"{key}_whitened")
+            label = key.replace("variance_0.95_k", "k = ") + (" (95% variance)" if key.startswith("variance") else "")
+            out.append(f"| {label} | {val['variance_kept']:.3f} | {val['recall_at_10']:.3f} | "
+                       f"{w['recall_at_10']:.3f} |" if w else f"| {label} | {val['variance_kept']:.3f} | "
+                       f"{val['recall_at_10']:.3f} | – |")
+        out.append("")
     return "\n".join(out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -94,17 +95,55 @@ def index(src: str = typer.Argument(..., help="folder or image file"), db: str =
           out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder"),
           batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
           master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
-          conf: Optional[list[str]] = ConfOpt) -> None:
-    """Embed every image under SRC and load the vectors into Milvus, in one go."""
+          conf: Optional[list[str]] = ConfOpt,
+          reduce_to: Optional[str] = typer.Option(None, "--reduce", help="reduce with PCA: a variance fraction "
+                                                  "(0.95) or a number of dims (128)"),
+          whiten: bool = typer.Option(False, "--whiten", help="with --reduce: whiten the components")) -> None:
+    """Embed every image under SRC (optionally reduce with PCA) and load the vectors into Milvus, in one go."""
     from imgsearch import pipeline
 
     rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers,
-                         engine=engine, spark=_spark_options(master, partitions, conf))
+                         engine=engine, spark=_spark_options(master, partitions, conf), reduce_target=reduce_to,
+                         whiten=whiten)
     _report_embed(rep.embed)
+    if rep.reduce is not None:
+        _report_reduce(rep.reduce)
     for name, n in rep.load.written.items():
         typer.echo(f"indexed {n} images into {name}; the collection holds {rep.load.counts[name]} at {db}")
     if not rep.load.written:
         typer.echo(f"no images indexed from {src}", err=True)
+
+
+def _report_reduce(rep) -> None:
+    r = rep.reducer
+    typer.echo(f"PCA ({r.target}{', whitened' if r.whiten else ''}): {r.input_dim} -> {r.k} dims, "
+               f"{r.variance_kept:.1%} of the variance kept, recall@10 vs full dims "
+               f"{r.quality.get('recall_at_10', float('nan')):.3f} on {r.quality.get('sample', 0):,} vectors; "
+               f"reducer {r.id} in {Path(rep.plot).parent} (plot: {Path(rep.plot).name})", err=True)
+
+
+@app.command()
+def reduce(data_dir: str = typer.Argument(..., help="Parquet embeddings written by 'embed'"),
+           out: str = typer.Option(..., "--out", "-o", help="folder for the reduced embeddings (+ _reducer/)"),
+           variance: Optional[float] = typer.Option(None, "--variance", help="keep this fraction of the variance"),
+           dims: Optional[int] = typer.Option(None, "--dims", help="keep this many dims"),
+           whiten: bool = typer.Option(False, "--whiten", help="divide each component by its standard deviation"),
+           engine: str = typer.Option("local", "--engine", "-e", help="fit locally or with Spark"),
+           master: Optional[str] = MasterOpt,
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace embeddings already in --out")) -> None:
+    """Fit PCA on embeddings, write the reduced embeddings and the reducer (used for queries automatically)."""
+    from imgsearch import pipeline
+
+    if (variance is None) == (dims is None):
+        raise ImgSearchError("give exactly one of --variance 0.95 or --dims K")
+    if variance is not None and not 0 < variance < 1:
+        raise ImgSearchError("--variance is a fraction between 0 and 1, e.g. 0.95")
+    if dims is not None and dims < 1:
+        raise ImgSearchError("--dims must be at least 1")
+    rep = pipeline.reduce(data_dir, out, variance=variance, dims=dims, whiten=whiten, engine=engine,
+                          spark=_spark_options(master, None, None), overwrite=overwrite)
+    _report_reduce(rep)
+    typer.echo(f"wrote {rep.rows} reduced vectors to {out} in {rep.seconds:.1f}s")
 
 
 @app.command()
@@ -113,12 +152,13 @@ def search(image: str = typer.Argument(..., help="query image file"), db: str = 
            model: Optional[str] = typer.Option(None, "--model", "-m",
                                                help="model of the collection to search (needed only if several)"),
            weights: Optional[str] = WeightsOpt,
+           collection: Optional[str] = typer.Option(None, "--collection", help="collection to search, if several"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
     """Find the K indexed images most similar to IMAGE."""
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.search(image, db, k, model=model, weights=weights)
+    res = pipeline.search(image, db, k, model=model, weights=weights, collection=collection)
     if as_json:
         typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
                                for i, h in enumerate(res.hits)], indent=2))
@@ -145,7 +185,8 @@ def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="p
         return
     typer.echo(f"{db}: {st['count']} images")
     for c in st["collections"]:
-        typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}")
+        red = f", PCA reducer {c['reducer']}" if c.get("reducer") else ""
+        typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}{red}")
 
 
 @app.command()

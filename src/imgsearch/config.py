@@ -45,3 +45,14 @@ def get_settings() -> Settings:
 
 def default_db_path() -> Path:
     return Path(get_settings().db)
+
+
+def data_dir_for(db: str, settings: Settings | None = None) -> Path:
+    """Where files that belong with a database live (thumbnails, uploads, reducers): IMGSEARCH_DATA_DIR if set,
+    else the folder of a Milvus Lite file, else ./imgsearch-data for a server URI."""
+    s = settings or get_settings()
+    if s.data_dir:
+        return Path(s.data_dir)
+    if "://" in db or db.startswith("unix:"):
+        return Path("imgsearch-data")
+    return Path(db).expanduser().resolve().parent

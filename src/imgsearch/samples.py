@@ -85,3 +85,23 @@ def write_variants(photos: list[Path], out: str | Path, kinds: tuple[str, ...] =
                 variant.save(target, "JPEG", **opts)
                 made.setdefault(photo, []).append(target)
     return made
+
+
+def write_lfw_faces(out: str | Path, n: int = 200) -> list[Path]:
+    """Up to 200 small real face photos (scikit-image's bundled LFW subset) as PNGs: distractors for tests."""
+    import numpy as np
+
+    try:
+        import skimage
+    except ImportError as exc:
+        raise ImgSearchError(f"sample photos need scikit-image: pip install 'imgsearch[samples]' ({exc})")
+    faces = np.load(Path(skimage.__file__).parent / "data" / "lfw_subset.npy")
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, face in enumerate(faces[:n]):
+        arr = np.clip(face * 255 if face.max() <= 1.0 else face, 0, 255).astype(np.uint8)
+        path = dest / f"lfw_face_{i:03d}.png"
+        Image.fromarray(arr).resize((100, 100), Image.Resampling.BICUBIC).save(path)
+        written.append(path)
+    return written

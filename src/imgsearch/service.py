@@ -16,15 +16,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from imgsearch.config import Settings, get_settings
+from imgsearch.config import Settings, data_dir_for, get_settings
 from imgsearch.core import FileRecord, Outcome, embed_outcomes
 from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_image, make_thumbnail, sniff_format
 from imgsearch.models import Embedder, create_model
 from imgsearch.sources import display_name, image_id, path_to_uri, uri_to_path
-from imgsearch.store import CollectionInfo, Hit, Store, collection_name, is_server_uri, open_store
+from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
 ID_CHARS = frozenset("0123456789abcdef")
 
@@ -64,9 +65,11 @@ class QueryBatcher:
     most for company).
     """
 
-    def __init__(self, embedder: Embedder, store: Store, max_batch: int, wait_ms: float):
+    def __init__(self, embedder: Embedder, store: Store, max_batch: int, wait_ms: float,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None):
         self.embedder = embedder
         self.store = store
+        self.transform = transform  # the collection's PCA reducer, applied to query vectors
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self._queue: queue.Queue[tuple[_Query, Future] | None] = queue.Queue()
@@ -110,6 +113,8 @@ class QueryBatcher:
     def _answer(self, items: list[tuple[_Query, Future]]) -> None:
         t0 = time.perf_counter()
         vecs = self.embedder.embed(np.stack([q.pixels for q, _ in items]))
+        if self.transform is not None:
+            vecs = self.transform(vecs)
         t1 = time.perf_counter()
         groups: dict[tuple, list[int]] = {}
         for i, (q, _) in enumerate(items):
@@ -142,17 +147,22 @@ class SearchService:
         self.store: Store = open_store(db, create=True)
         try:
             infos = self.store.collections()
-            if model is None and len(infos) == 1:
-                model = infos[0].model
-            self.model_name = model or s.model
+            chosen = self.store.collection_for(model) if infos else None
+            self.collection_name = chosen.name if chosen else collection_name(model or s.model)
+            self.model_name = chosen.model if chosen else (model or s.model)
+            self.reducer = None
+            if chosen is not None and chosen.reducer:
+                from imgsearch.pipeline import load_reducer
+
+                self.reducer = load_reducer(db, chosen)
+            transform = self.reducer.transform if self.reducer is not None else None
             self.embedder = embedder or create_model(self.model_name, device=s.device, precision=s.precision,
                                                      threads=s.serve_torch_threads)
-            self.batcher = QueryBatcher(self.embedder, self.store, s.query_batch_max, s.query_batch_wait_ms)
+            self.batcher = QueryBatcher(self.embedder, self.store, s.query_batch_max, s.query_batch_wait_ms, transform)
         except Exception:
             self.store.close()
             raise
-        base = Path(s.data_dir) if s.data_dir else (
-            Path("imgsearch-data") if is_server_uri(db) else Path(db).expanduser().resolve().parent)
+        base = data_dir_for(db, s)
         self.thumb_dir = base / "thumbnails"
         self.upload_dir = base / "uploads"
         self._write_lock = threading.Lock()
@@ -175,8 +185,7 @@ class SearchService:
         with self._info_lock:
             if not fresh and self._info_at and now - self._info_at < self.INFO_MAX_AGE_S:
                 return self._info
-            name = collection_name(self.model_name)
-            self._info = next((i for i in self.store.collections() if i.name == name), None)
+            self._info = next((i for i in self.store.collections() if i.name == self.collection_name), None)
             self._info_at = now
             return self._info
 
@@ -270,8 +279,13 @@ class SearchService:
         uri = path_to_uri(target)
         record = FileRecord(uri=uri, id=image_id(uri), size=len(data), mtime=datetime.now(timezone.utc))
         vec_table = embed_outcomes(self.embedder, [Outcome(record, image=im)])
+        if self.reducer is not None:  # a reduced collection: the new vector goes through the same PCA
+            from imgsearch.reduce import reduce_table
+
+            vec_table = reduce_table(vec_table, self.reducer)
         with self._write_lock:
-            self.store.upsert_batches(vec_table.to_batches(), batch_rows=self.settings.insert_batch)
+            self.store.upsert_batches(vec_table.to_batches(), batch_rows=self.settings.insert_batch,
+                                      reducer=self.reducer.id if self.reducer is not None else None)
         self.info(fresh=True)
         return {"id": record.id, "path": uri, "name": display_name(uri)}
 

@@ -38,6 +38,7 @@ class CollectionInfo:
     dim: int
     count: int
     index_type: str
+    reducer: str | None = None  # id of the PCA reducer the vectors went through (queries must too)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,9 @@ def is_server_uri(uri: str) -> bool:
     return uri.startswith(_SERVER_SCHEMES)
 
 
-def collection_name(model: str) -> str:
-    return COLLECTION_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", model)
+def collection_name(model: str, reducer: str | None = None, dim: int | None = None) -> str:
+    base = COLLECTION_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", model)
+    return f"{base}_pca{dim}_{reducer}" if reducer else base
 
 
 class Store:
@@ -123,7 +125,7 @@ class Store:
             if meta is None:
                 continue
             infos.append(CollectionInfo(name=name, model=meta["model"], dim=int(meta["dim"]), count=self.count(name),
-                                        index_type=meta.get("index_type", "")))
+                                        index_type=meta.get("index_type", ""), reducer=meta.get("reducer")))
         return infos
 
     def _meta(self, name: str) -> dict | None:
@@ -134,16 +136,22 @@ class Store:
             return None
         return meta if isinstance(meta, dict) and "model" in meta and "dim" in meta else None
 
-    def collection_for(self, model: str | None = None) -> CollectionInfo:
-        """The collection to search: the one for `model`, or the only one if `model` is None."""
+    def collection_for(self, model: str | None = None, name: str | None = None) -> CollectionInfo:
+        """The collection to search: by name, or the only one (of `model`, if given)."""
         infos = self.collections()
         if not infos:
             raise StoreError(f"{self.uri} holds no image collection yet; run 'imgsearch index' or 'imgsearch load' first")
-        if model is None:
-            if len(infos) > 1:
-                names = ", ".join(i.model for i in infos)
-                raise StoreError(f"{self.uri} holds collections for several models ({names}); choose one with --model")
-            return infos[0]
+        if name is not None:
+            for info in infos:
+                if info.name == name:
+                    return info
+            raise StoreError(f"{self.uri} has no collection {name!r}; it has: {', '.join(i.name for i in infos)}")
+        matching = [i for i in infos if model is None or i.model == model]
+        if len(matching) == 1:
+            return matching[0]
+        if len(matching) > 1:
+            raise StoreError(f"{self.uri} holds several collections ({', '.join(i.name for i in matching)}); "
+                             "choose one with --collection")
         for info in infos:
             if info.model == model:
                 return info
@@ -151,18 +159,18 @@ class Store:
         raise StoreError(f"{self.uri} holds no vectors of model {model!r}; it holds: {have}. "
                          "A query must be embedded by the collection's own model")
 
-    def ensure_collection(self, model: str, dim: int) -> str:
+    def ensure_collection(self, model: str, dim: int, reducer: str | None = None) -> str:
         from pymilvus import DataType, MilvusClient
 
-        name = collection_name(model)
+        name = collection_name(model, reducer, dim)
         if self.client.has_collection(name):
             meta = self._meta(name)
-            if meta is None or meta["model"] != model or int(meta["dim"]) != dim:
+            if meta is None or meta["model"] != model or int(meta["dim"]) != dim or meta.get("reducer") != reducer:
                 raise StoreError(f"collection {name} in {self.uri} was not made by imgsearch for {model} ({dim}-d): {meta}")
             return name
         index_type = "FLAT" if self.is_lite else "HNSW"
         description = json.dumps({"imgsearch": {"model": model, "dim": dim, "metric": METRIC, "index_type": index_type,
-                                                "schema": 1}})
+                                                "schema": 1, "reducer": reducer}})
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_LEN)
@@ -184,7 +192,8 @@ class Store:
         return int(stats.get("row_count", 0))
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def upsert_batches(self, batches: Iterable[pa.RecordBatch], batch_rows: int = 500) -> dict[str, int]:
+    def upsert_batches(self, batches: Iterable[pa.RecordBatch], batch_rows: int = 500,
+                       reducer: str | None = None) -> dict[str, int]:
         """Upsert embedding rows (dataset schema) into their model's collection, `batch_rows` rows per call.
 
         Returns rows written per collection. Rows of several models go to several collections.
@@ -203,7 +212,7 @@ class Store:
                     raise StoreError(f"rows of model {model} have several dims: {dims}")
                 key = (model, int(dims[0]))
                 if key not in known:
-                    known[key] = self.ensure_collection(*key)
+                    known[key] = self.ensure_collection(*key, reducer=reducer)
                 name = known[key]
                 for start in range(0, part.num_rows, batch_rows):
                     chunk = part.slice(start, batch_rows)

@@ -294,6 +294,37 @@ def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None 
                        partitions=partitions or 0)
 
 
+def _moments_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: one row per task with n, column sums and X^T X of its vectors (float64 bytes)."""
+    from imgsearch.dataset import vectors_of
+    from imgsearch.reduce import Moments
+
+    m = Moments()
+    for b in batches:
+        m.add(vectors_of(b))
+    if m.n:
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([m.n], pa.int64()), pa.array([len(m.total)], pa.int32()),
+             pa.array([m.total.tobytes()], pa.binary()), pa.array([m.gram.tobytes()], pa.binary())],
+            names=["n", "dim", "total", "gram"])
+
+
+def fit_moments_spark(uri: str, master: str | None = None):
+    """PCA's sufficient statistics computed by Spark tasks and summed on the driver (exact; memory O(dim^2))."""
+    import numpy as np
+
+    from imgsearch.reduce import Moments
+
+    spark = get_session(master)
+    df = spark.read.parquet(_as_uri(uri)).filter("error IS NULL").select("vector")
+    total = Moments()
+    for row in df.mapInArrow(_moments_of, "n long, dim int, total binary, gram binary").toLocalIterator():
+        d = row.dim
+        total = total.merge(Moments(row.n, np.frombuffer(row.total, np.float64).copy(),
+                                    np.frombuffer(row.gram, np.float64).reshape(d, d).copy()))
+    return total
+
+
 def iter_parquet_batches(uri: str, batch_rows: int = 2048, master: str | None = None) -> Iterator[pa.RecordBatch]:
     """Embedded rows of a dataset on any Hadoop file system, streamed to the driver (for loading into Milvus)."""
     spark = get_session(master)

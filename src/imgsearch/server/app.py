@@ -191,7 +191,8 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
     async def stats():
         sv = svc()
         info = await run_in_threadpool(sv.info)
-        return {"count": info.count if info else 0, "model": sv.model_name, "dim": sv.embedder.dim,
+        return {"count": info.count if info else 0, "model": sv.model_name, "dim": info.dim if info else sv.embedder.dim,
+                "reducer": info.reducer if info else None,
                 "collection": info.name if info else None, "index_type": info.index_type if info else None,
                 "db": sv.db, "uptime_s": round(time.time() - sv.started, 1), "version": __version__,
                 "query_batches": sv.batcher.batches, "queries_embedded": sv.batcher.images,
