@@ -50,9 +50,11 @@ def default_db_path() -> Path:
 def data_dir_for(db: str, settings: Settings | None = None) -> Path:
     """Where files that belong with a database live (thumbnails, uploads, reducers): IMGSEARCH_DATA_DIR if set,
     else the folder of a Milvus Lite file, else ./imgsearch-data for a server URI."""
+    from imgsearch.store import is_server_uri  # Milvus URI rules live with the store (pymilvus stays lazy there)
+
     s = settings or get_settings()
     if s.data_dir:
         return Path(s.data_dir)
-    if "://" in db or db.startswith("unix:"):
+    if is_server_uri(db):
         return Path("imgsearch-data")
     return Path(db).expanduser().resolve().parent

@@ -16,7 +16,7 @@ from imgsearch.engines.local import EmbedReport, embed_source
 from imgsearch.errors import DatasetError, ImgSearchError, ModelError, StoreError
 from imgsearch.models import Embedder, create_model
 from imgsearch.sources import image_id, path_to_uri, read_bytes
-from imgsearch.store import CollectionInfo, Hit, open_store
+from imgsearch.store import CollectionInfo, Hit, is_server_uri, open_store
 
 
 def make_embedder(model: str, weights: str | None = None, precision: str | None = None,
@@ -143,7 +143,7 @@ def index(src: str, db: str, model: str, *, weights: str | None = None, out: str
         if not is_local_master((spark or SparkOptions()).master):
             raise ImgSearchError("--out is required with a cluster master: a folder every executor can write, "
                                  "e.g. hdfs:///user/me/embeddings or s3a://bucket/embeddings")
-    parent = Path(db).parent if not db.startswith(("http://", "https://", "tcp://")) else None
+    parent = None if is_server_uri(db) else Path(db).parent
     with tempfile.TemporaryDirectory(prefix="imgsearch-embed-", dir=parent) as tmp:
         emb_dir = out or str(Path(tmp) / "embeddings")
         rep = embed(src, emb_dir, model, overwrite=True, **kw)
@@ -247,10 +247,11 @@ def reduce(data_dir: str, out: str, *, variance: float | None = None, dims: int 
         raise ImgSearchError(f"unknown engine {engine!r}: use local or spark")
 
     # quality: neighbours in the reduced space vs exact neighbours in the full space, on a sample
-    sample = []
+    sample, sampled = [], 0
     for b in dset.iter_embedded(data_dir, columns=("vector",)):
         sample.append(dset.vectors_of(b))
-        if sum(len(x) for x in sample) >= quality_sample:
+        sampled += b.num_rows
+        if sampled >= quality_sample:
             break
     full = np.concatenate(sample)[:quality_sample]
     reducer.quality = {"recall_at_10": round(recall_at_k(full, reducer.transform(full), k=10), 4),
@@ -259,14 +260,16 @@ def reduce(data_dir: str, out: str, *, variance: float | None = None, dims: int 
     if dset.has_data(out):
         for f in dset.part_files(out):
             f.unlink()
-    rows = 0
+    rows = buffered_rows = 0
     buffered: list = []
+    rows_per_part = get_settings().rows_per_part
     for b in dset.iter_embedded(data_dir, columns=tuple(dset.SCHEMA.names)):
         buffered.append(reduce_table(pa.Table.from_batches([b]), reducer))
         rows += b.num_rows
-        if sum(t.num_rows for t in buffered) >= get_settings().rows_per_part:
+        buffered_rows += b.num_rows
+        if buffered_rows >= rows_per_part:
             dset.write_part(pa.concat_tables(buffered), out)
-            buffered = []
+            buffered, buffered_rows = [], 0
     if buffered:
         dset.write_part(pa.concat_tables(buffered), out)
     folder = reducer.save(Path(out) / REDUCER_SUBDIR)
