@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -44,8 +45,25 @@ def _err(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
 
 
+SyncOpt = typer.Option(False, "--sync", help="also forget files that are gone from SRC")
+RetryOpt = typer.Option(False, "--retry-failed", help="try failed files again even if they did not change")
+
+
 def _report_embed(rep, quiet: bool = False) -> None:
     if quiet:
+        return
+    todo = rep.new + rep.changed + rep.retried
+    plan = (f"{rep.new} new, {rep.changed} changed, {rep.unchanged} unchanged"
+            + (f", {rep.retried} failed retried" if rep.retried else "")
+            + (f", {rep.failed_unchanged} failed before and unchanged (not retried; --retry-failed)"
+               if rep.failed_unchanged else "")
+            + (f", {rep.removed} removed" if rep.removed else ""))
+    typer.echo(f"{plan} files", err=True)
+    if rep.stale_removed:
+        typer.echo(f"{rep.stale_removed} files are gone from the source but still indexed (--sync forgets them)",
+                   err=True)
+    if todo == 0 and not rep.failed:
+        typer.echo("nothing to embed: every file is up to date", err=True)
         return
     rate = f", {rep.images_per_second:.1f} img/s" if rep.seconds else ""
     typer.echo(f"embedded {rep.embedded} images with {rep.model} ({rep.dim}-d) in {rep.seconds:.1f}s{rate}", err=True)
@@ -56,22 +74,26 @@ def _report_embed(rep, quiet: bool = False) -> None:
         for uri, reason in rep.failures[:20]:
             typer.echo(f"  {uri}: {reason}", err=True)
         if rep.failed > 20:
-            typer.echo(f"  ... and {rep.failed - 20} more (see the 'error' column of the Parquet output)", err=True)
+            typer.echo(f"  ... and {rep.failed - 20} more ('imgsearch failures' lists them all)", err=True)
 
 
 @app.command()
 def embed(src: str = typer.Argument(..., help="folder or image file"),
           out: str = typer.Option(..., "--out", "-o", help="output folder for the Parquet dataset"),
           model: str = ModelOpt, weights: Optional[str] = WeightsOpt,
-          overwrite: bool = typer.Option(False, "--overwrite", help="replace embeddings already in --out"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="start from empty: drop the embeddings in --out"),
+          sync: bool = SyncOpt, retry_failed: bool = RetryOpt,
           batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
           master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
           conf: Optional[list[str]] = ConfOpt) -> None:
-    """Compute embeddings of every image under SRC (a folder, or with --engine spark any Hadoop URI) into Parquet."""
+    """Compute embeddings of the images under SRC (a folder, or with --engine spark any Hadoop URI) into Parquet.
+
+    Run it again to embed only new and changed files; a killed run is finished by running it again."""
     from imgsearch import pipeline
 
-    rep = pipeline.embed(src, out, model, weights=weights, overwrite=overwrite, batch_size=batch_size,
-                         workers=workers, engine=engine, spark=_spark_options(master, partitions, conf))
+    rep = pipeline.embed(src, out, model, weights=weights, overwrite=overwrite, sync=sync, retry_failed=retry_failed,
+                         batch_size=batch_size, workers=workers, engine=engine,
+                         spark=_spark_options(master, partitions, conf))
     _report_embed(rep)
     typer.echo(f"wrote {rep.embedded + rep.failed} rows to {out}")
 
@@ -98,20 +120,23 @@ def index(src: str = typer.Argument(..., help="folder or image file"), db: str =
           conf: Optional[list[str]] = ConfOpt,
           reduce_to: Optional[str] = typer.Option(None, "--reduce", help="reduce with PCA: a variance fraction "
                                                   "(0.95) or a number of dims (128)"),
-          whiten: bool = typer.Option(False, "--whiten", help="with --reduce: whiten the components")) -> None:
-    """Embed every image under SRC (optionally reduce with PCA) and load the vectors into Milvus, in one go."""
+          whiten: bool = typer.Option(False, "--whiten", help="with --reduce: whiten the components"),
+          sync: bool = SyncOpt, retry_failed: bool = RetryOpt,
+          overwrite: bool = typer.Option(False, "--overwrite", help="re-embed everything and rewrite every vector")) -> None:
+    """Embed the new and changed images under SRC (optionally reduce with PCA) and bring Milvus up to date.
+
+    Safe to run again at any time and after any crash: it finishes what is missing and never duplicates."""
     from imgsearch import pipeline
 
     rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers,
                          engine=engine, spark=_spark_options(master, partitions, conf), reduce_target=reduce_to,
-                         whiten=whiten)
+                         whiten=whiten, sync=sync, retry_failed=retry_failed, overwrite=overwrite)
     _report_embed(rep.embed)
     if rep.reduce is not None:
         _report_reduce(rep.reduce)
     for name, n in rep.load.written.items():
-        typer.echo(f"indexed {n} images into {name}; the collection holds {rep.load.counts[name]} at {db}")
-    if not rep.load.written:
-        typer.echo(f"no images indexed from {src}", err=True)
+        deleted = f", removed {rep.load.deleted}" if rep.load.deleted else ""
+        typer.echo(f"indexed {n} images into {name}{deleted}; the collection holds {rep.load.counts[name]} at {db}")
 
 
 def _report_reduce(rep) -> None:
@@ -187,6 +212,27 @@ def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="p
     for c in st["collections"]:
         red = f", PCA reducer {c['reducer']}" if c.get("reducer") else ""
         typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}{red}")
+
+
+@app.command()
+def failures(db: str = DbOpt, data: Optional[str] = typer.Option(None, "--data", help="an embeddings folder instead "
+                                                                   "of the database's own"),
+             model: Optional[str] = typer.Option(None, "--model", "-m", help="only this model's files"),
+             as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
+    """List the files that could not be indexed, with the reason for each."""
+    from imgsearch import pipeline
+    from imgsearch.sources import uri_to_path
+
+    rows = pipeline.failures(db, data=data, model=model)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        where = r["path"]
+        if where.startswith("file:"):
+            where = os.fsencode(uri_to_path(where)).decode("utf-8", "backslashreplace")
+        typer.echo(f"{where}\t{r['error']}")
+    typer.echo(f"{len(rows)} failed files", err=True)
 
 
 @app.command()

@@ -21,7 +21,9 @@ class Settings(BaseSettings):
                            description="inference precision; auto = bf16 on CPUs with native bf16 and on CUDA, else fp32")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: refuse larger images")
-    rows_per_part: int = Field(8192, ge=1, description="rows per Parquet part file written by the local engine")
+    rows_per_part: int = Field(4096, ge=1, description="rows per Parquet part file written by the local engine")
+    part_seconds: float = Field(20.0, ge=0, description="the local engine commits a part at least this often: "
+                                "the most work a crash can lose")
     insert_batch: int = Field(500, ge=1, description="rows per Milvus upsert call")
 
     # search service

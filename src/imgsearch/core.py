@@ -56,6 +56,15 @@ def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
             for o in good:
                 o.error, o.image = reason, None
             good = []
+    return _table(outcomes, vectors, embedder.name, embedder.dim)
+
+
+def failure_table(outcomes: Sequence[Outcome], model: str, dim: int) -> pa.Table:
+    """Rows for outcomes that all failed (no model needed): the listing's and the driver's own failures."""
+    return _table(outcomes, None, model, dim)
+
+
+def _table(outcomes: Sequence[Outcome], vectors: np.ndarray | None, model: str, dim: int) -> pa.Table:
     cols = empty_columns()
     vec_list: list[np.ndarray | None] = []
     gi = 0
@@ -63,8 +72,8 @@ def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
         rec = o.record
         cols["id"].append(rec.id)
         cols["path"].append(rec.uri)
-        cols["model"].append(embedder.name)
-        cols["dim"].append(embedder.dim)
+        cols["model"].append(model)
+        cols["dim"].append(dim)
         cols["bytes"].append(rec.size)
         cols["mtime"].append(rec.mtime)
         if o.image is not None and vectors is not None:

@@ -134,19 +134,32 @@ def summarize(path: str | os.PathLike[str]) -> DatasetSummary:
 
 def iter_embedded(path: str | os.PathLike[str], batch_rows: int = 2048,
                   columns: tuple[str, ...] = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime"),
-                  ) -> Iterator[pa.RecordBatch]:
-    """Record batches of the rows that have a vector (failures filtered out)."""
+                  ids: set[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of the rows that have a vector (failures filtered out); only rows of `ids`, if given."""
     dataset = open_dataset(path)
     cols = [c for c in columns if c in dataset.schema.names]
     flt = pc.is_null(pc.field("error")) if "error" in dataset.schema.names else None
+    if ids is not None:
+        wanted = pc.field("id").isin(pa.array(sorted(ids), pa.string()))
+        flt = wanted if flt is None else flt & wanted
     yield from dataset.to_batches(columns=cols, filter=flt, batch_size=batch_rows)
+
+
+def read_rows(parts: list[Path], columns: list[str]) -> dict[str, list]:
+    """Some columns of some part files, as Python lists (for the small per-run summaries)."""
+    out: dict[str, list] = {c: [] for c in columns}
+    for part in parts:
+        t = pq.read_table(part, columns=columns)
+        for c in columns:
+            out[c] += t.column(c).to_pylist()
+    return out
 
 
 def read_failures(path: str | os.PathLike[str]) -> list[dict]:
     dataset = open_dataset(path)
     if "error" not in dataset.schema.names:
         return []
-    table = dataset.to_table(columns=["id", "path", "error"], filter=pc.is_valid(pc.field("error")))
+    table = dataset.to_table(columns=["id", "path", "error", "model"], filter=pc.is_valid(pc.field("error")))
     return table.to_pylist()
 
 

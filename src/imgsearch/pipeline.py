@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from imgsearch import catalog
 from imgsearch import dataset as dset
+from imgsearch.catalog import FolderLock
 from imgsearch.config import data_dir_for, get_settings
-from imgsearch.core import FileRecord, decode_record
-from imgsearch.engines.local import EmbedReport, embed_source
-from imgsearch.errors import DatasetError, ImgSearchError, ModelError, StoreError
-from imgsearch.models import Embedder, create_model
-from imgsearch.sources import image_id, path_to_uri, read_bytes
+from imgsearch.core import FileRecord, Outcome, decode_record, failure_table
+from imgsearch.engines.local import EmbedReport, embed_records
+from imgsearch.errors import DatasetError, ImgSearchError, ModelError, SourceError, StoreError
+from imgsearch.models import Embedder, create_model, get_spec
+from imgsearch.sources import (ListingReport, image_id, is_remote, list_images, normalize_uri, path_to_uri, read_bytes,
+                               uri_to_path)
 from imgsearch.store import CollectionInfo, Hit, is_server_uri, open_store
 
 
@@ -36,23 +40,99 @@ class SparkOptions:
 
 
 def embed(src: str, out: str, model: str, *, weights: str | None = None, overwrite: bool = False,
-          batch_size: int | None = None, workers: int | None = None, progress: bool | None = None,
-          engine: str = "local", spark: SparkOptions | None = None):
-    """Embed every image under `src` into a Parquet dataset at `out` with the chosen engine."""
-    if engine == "spark":
-        from imgsearch.engines.spark import SparkJob, embed_source_spark
+          sync: bool = False, retry_failed: bool = False, batch_size: int | None = None, workers: int | None = None,
+          progress: bool | None = None, engine: str = "local", spark: SparkOptions | None = None) -> EmbedReport:
+    """Embed the images under `src` into the Parquet dataset at `out` with the chosen engine, incrementally.
 
-        s = get_settings()
-        job = SparkJob(model=model, weights=weights, precision=s.precision, device=s.device,
-                       batch_size=batch_size or s.batch_size, max_pixels=s.max_pixels, threads=1)
-        opts = spark or SparkOptions()
-        return embed_source_spark(src, out, job, master=opts.master, partitions=opts.partitions, conf=opts.conf,
-                                  overwrite=overwrite)
-    if engine != "local":
+    Only files that are new or changed since the dataset last saw them are embedded (see imgsearch.catalog); with
+    `sync`, rows of files gone from the source are dropped; `overwrite` starts from an empty dataset. A run killed at
+    any point is finished by running it again.
+    """
+    if engine not in ("local", "spark"):
         raise ImgSearchError(f"unknown engine {engine!r}: use local or spark")
-    embedder = make_embedder(model, weights)
-    return embed_source(src, out, embedder, batch_size=batch_size, workers=workers, overwrite=overwrite,
-                        progress=progress)
+    s = get_settings()
+    opts = spark or SparkOptions()
+    if is_remote(out):  # a Hadoop URI: written afresh by Spark's committer (incremental runs need a local folder)
+        if engine != "spark":
+            raise ImgSearchError(f"{out}: writing to a Hadoop URI needs --engine spark")
+        from imgsearch.engines.spark import embed_files_spark
+
+        return embed_files_spark(src, out, _spark_job(model, weights, batch_size), master=opts.master,
+                                 partitions=opts.partitions, conf=opts.conf, overwrite=overwrite)
+    out_dir = Path(uri_to_path(normalize_uri(out)) if out.startswith("file:") else out)
+    spec = get_spec(model)
+    with FolderLock(out_dir):
+        if overwrite:
+            for f in dset.part_files(out_dir):
+                f.unlink()
+        state = catalog.read_state(out_dir)
+        if state.models - {model}:
+            raise DatasetError(f"{out} holds embeddings of {', '.join(sorted(state.models))}; a dataset holds one "
+                               "model: choose another --out, or --overwrite")
+        records, unreadable, unlisted, skipped, root = _list_source(src, engine, opts)
+        plan = catalog.plan_run(records + list(unreadable), state, root, retry_failed=retry_failed,
+                                unlisted=unlisted)
+        listing_failed = [r for r in plan.todo if r.id in unreadable]
+        todo = [r for r in plan.todo if r.id not in unreadable]
+        if listing_failed:
+            dset.write_part(failure_table([Outcome(r, error=unreadable[r]) for r in listing_failed], spec.name,
+                                          spec.dim), out_dir)
+        if not todo:
+            rep = EmbedReport(out_dir=out_dir, model=spec.name, dim=spec.dim)
+        elif engine == "spark":
+            from imgsearch.engines.spark import embed_files_spark
+
+            rep = embed_files_spark(src, str(out_dir), _spark_job(model, weights, batch_size), todo=todo,
+                                    master=opts.master, partitions=opts.partitions, conf=opts.conf)
+        else:
+            rep = embed_records(todo, out_dir, make_embedder(model, weights), batch_size=batch_size,
+                                workers=workers, progress=progress)
+        rep.failures = [(r.uri, unreadable[r]) for r in listing_failed] + rep.failures
+        rep.failed = len(rep.failures)
+        catalog.compact(out_dir, plan, sync=sync)
+    rep.skipped_non_images = skipped
+    rep.new, rep.changed, rep.unchanged = plan.new, plan.changed, plan.unchanged
+    rep.retried, rep.failed_unchanged = plan.retried, plan.failed_unchanged
+    rep.removed, rep.stale_removed = (len(plan.removed), 0) if sync else (0, len(plan.removed))
+    rep.root = plan.root
+    return rep
+
+
+class _Unreadable(dict):
+    """FileRecord -> reason for entries the listing could not stat; `id in` works too."""
+
+    def __init__(self, items: list[tuple[FileRecord, str]]):
+        super().__init__(items)
+        self._ids = {r.id for r in self}
+
+    def __contains__(self, key) -> bool:
+        return key in self._ids if isinstance(key, str) else dict.__contains__(self, key)
+
+
+def _list_source(src: str, engine: str, opts: SparkOptions):
+    """(records, unreadable entries, folders that could not be listed, non-images skipped, root URI)."""
+    if is_remote(src):
+        if engine != "spark":
+            raise SourceError(f"{src}: the local engine reads local folders only; use --engine spark")
+        from imgsearch.engines.spark import is_candidate, list_files_spark
+
+        files = list_files_spark(src, opts.master, opts.conf)
+        records = [r for r in files if is_candidate(r.uri, b"")]
+        return records, _Unreadable([]), [], len(files) - len(records), normalize_uri(src).rstrip("/")
+    listing = ListingReport()
+    records = list(list_images(src, listing))
+    unreadable = [(FileRecord(uri, image_id(uri), None, None), reason) for uri, reason in listing.unreadable or []]
+    unlisted = [uri for uri, reason in listing.unreadable or [] if reason.startswith("cannot list folder")]
+    root = path_to_uri(uri_to_path(normalize_uri(src)) if src.startswith("file:") else src)
+    return records, _Unreadable(unreadable), unlisted, listing.skipped_non_images, root
+
+
+def _spark_job(model: str, weights: str | None, batch_size: int | None):
+    from imgsearch.engines.spark import SparkJob
+
+    s = get_settings()
+    return SparkJob(model=model, weights=weights, precision=s.precision, device=s.device,
+                    batch_size=batch_size or s.batch_size, max_pixels=s.max_pixels, threads=1)
 
 
 @dataclass
@@ -60,6 +140,7 @@ class LoadReport:
     written: dict[str, int]
     failed_rows: int
     counts: dict[str, int]
+    deleted: int = 0
 
 
 REDUCER_SUBDIR = "_reducer"  # inside a reduced dataset; '_' keeps it out of the Parquet readers
@@ -121,13 +202,27 @@ class IndexReport:
     embed: EmbedReport
     load: LoadReport
     reduce: "ReduceReport | None" = None
+    embeddings: str = ""  # where the Parquet dataset (the record of what is indexed) lives
+
+
+def embeddings_dir_for(db: str, model: str) -> Path:
+    """The Parquet dataset `index` keeps beside a database: what makes reruns incremental and Milvus repairable."""
+    name = Path(db).stem if not is_server_uri(db) else re.sub(r"[^0-9A-Za-z.-]+", "_", db.split("://", 1)[-1])
+    return data_dir_for(db) / f"{name}.embeddings" / model
 
 
 def index(src: str, db: str, model: str, *, weights: str | None = None, out: str | None = None,
           batch_size: int | None = None, workers: int | None = None, progress: bool | None = None,
           engine: str = "local", spark: SparkOptions | None = None, reduce_target: str | None = None,
-          whiten: bool = False) -> IndexReport:
-    """Embed (+ reduce with PCA) + load. Without `out` the Parquet goes to a temporary folder removed after loading."""
+          whiten: bool = False, sync: bool = False, retry_failed: bool = False,
+          overwrite: bool = False) -> IndexReport:
+    """Embed what is new or changed under `src` into the database's embeddings dataset, then bring Milvus in line
+    with it (upsert what it lacks or holds stale, delete failed files and, with `sync`, files gone from `src`).
+
+    Run it again at any time, after any crash: it finishes what is missing and never duplicates. With `reduce_target`
+    the PCA is fitted on the whole dataset and its collection rebuilt. `out` keeps the dataset in a folder of your
+    choice (a Hadoop URI there means a full Spark run, loaded afterwards).
+    """
     # Open (and so lock) the database first: a busy or wrong URI fails before minutes of embedding.
     with open_store(db, create=True):
         pass
@@ -137,23 +232,67 @@ def index(src: str, db: str, model: str, *, weights: str | None = None, out: str
 
         variance, dims = parse_target(reduce_target)
     kw = dict(weights=weights, batch_size=batch_size, workers=workers, progress=progress, engine=engine, spark=spark)
-    if out is None and engine == "spark":
-        from imgsearch.engines.spark import is_local_master
-
-        if not is_local_master((spark or SparkOptions()).master):
-            raise ImgSearchError("--out is required with a cluster master: a folder every executor can write, "
-                                 "e.g. hdfs:///user/me/embeddings or s3a://bucket/embeddings")
-    parent = None if is_server_uri(db) else Path(db).parent
-    with tempfile.TemporaryDirectory(prefix="imgsearch-embed-", dir=parent) as tmp:
-        emb_dir = out or str(Path(tmp) / "embeddings")
+    emb_dir = out or str(embeddings_dir_for(db, model))
+    if is_remote(emb_dir):
         rep = embed(src, emb_dir, model, overwrite=True, **kw)
-        to_load, reduced = emb_dir, None
-        if reduce_target is not None:
-            red_dir = (emb_dir.rstrip("/") + "-reduced") if out else str(Path(tmp) / "reduced")
-            reduced = reduce(emb_dir, red_dir, variance=variance, dims=dims, whiten=whiten,
-                             engine="spark" if engine == "spark" else "local", spark=spark, overwrite=True)
-            to_load = red_dir
-        return IndexReport(rep, load(to_load, db, spark), reduced)
+        return IndexReport(rep, load(emb_dir, db, spark), embeddings=emb_dir)
+    rep = embed(src, emb_dir, model, overwrite=overwrite, sync=sync, retry_failed=retry_failed, **kw)
+    if reduce_target is None:
+        return IndexReport(rep, sync_store(emb_dir, db, model, rep, sync=sync, force=overwrite), embeddings=emb_dir)
+    parent = None if is_server_uri(db) else Path(db).parent
+    with tempfile.TemporaryDirectory(prefix="imgsearch-reduce-", dir=parent) as tmp:
+        red_dir = (emb_dir.rstrip("/") + "-reduced") if out else str(Path(tmp) / "reduced")
+        reduced = reduce(emb_dir, red_dir, variance=variance, dims=dims, whiten=whiten,
+                         engine="spark" if engine == "spark" else "local", spark=spark, overwrite=True)
+        return IndexReport(rep, load(red_dir, db, spark), reduced, embeddings=emb_dir)
+
+
+def sync_store(data_dir: str, db: str, model: str, rep: EmbedReport | None = None, *, sync: bool = False,
+               force: bool = False) -> LoadReport:
+    """Make the model's collection match the embeddings dataset: upsert rows Milvus lacks or holds in another version
+    (size/mtime differ), delete ids whose file now fails to decode and, with `sync`, ids under the source that the
+    dataset no longer holds. Every step is idempotent, so a crash anywhere is repaired by the next run."""
+    state = catalog.read_state(data_dir)
+    current: dict[str, tuple[catalog.Key, bool]] = {}
+    for fid, key, failed in zip(state.ids, state.keys, state.failed):
+        current.setdefault(fid, (key, failed))
+    spec = get_spec(model)
+    root = getattr(rep, "root", None)
+    with open_store(db, create=True) as store:
+        name = store.ensure_collection(spec.name, spec.dim)
+        have = store.file_keys(name)  # id -> (path, bytes, mtime_us)
+        stale = {fid for fid, (key, failed) in current.items()
+                 if not failed and (force or fid not in have or catalog.file_key(*have[fid][1:]) != key)}
+        drop = [fid for fid in have if fid in current and current[fid][1]]
+        if sync and root:
+            drop += [fid for fid, (path, *_) in have.items() if fid not in current and catalog.under(path, root)]
+        written: dict[str, int] = {}
+        if stale:
+            batches = dset.iter_embedded(data_dir, ids=stale)
+            written = store.upsert_batches(batches, batch_rows=get_settings().insert_batch)
+        store.delete(name, drop)
+        counts = {name: store.count(name)}
+    return LoadReport(written=written or {name: 0}, failed_rows=sum(1 for _, f in current.values() if f),
+                      counts=counts, deleted=len(drop))
+
+
+def failures(db: str, *, data: str | None = None, model: str | None = None) -> list[dict]:
+    """Failed files with their reasons, from an embeddings folder or from those `index` keeps for the database."""
+    if data is not None:
+        folders = [Path(data)]
+    else:
+        base = embeddings_dir_for(db, "x").parent
+        folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if not folders:
+            raise DatasetError(f"no embeddings recorded for {db} (looked in {base}); run 'imgsearch index' first, "
+                               "or pass --data with the folder given to 'embed --out'")
+    rows = []
+    for folder in folders:
+        if model is not None and folder.name != model and data is None:
+            continue
+        for r in dset.read_failures(folder) if dset.has_data(folder) else []:
+            rows.append({"path": r["path"], "error": r["error"], "id": r["id"], "model": r["model"]})
+    return sorted(rows, key=lambda r: r["path"])
 
 
 @dataclass

@@ -11,7 +11,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
@@ -121,8 +121,13 @@ def list_images(src: str | os.PathLike[str], report: ListingReport | None = None
             continue
         report.candidates += 1
         uri = path_to_uri(path)
-        yield FileRecord(uri=uri, id=image_id(uri), size=st.st_size,
-                         mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc))
+        yield FileRecord(uri=uri, id=image_id(uri), size=st.st_size, mtime=mtime_of(st))
+
+
+def mtime_of(st: os.stat_result) -> datetime:
+    """Modification time, truncated to the microsecond exactly (no float rounding), in UTC."""
+    us = st.st_mtime_ns // 1000
+    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc) + timedelta(microseconds=us % 1_000_000)
 
 
 def _walk(root: Path, report: ListingReport) -> Iterator[Path]:

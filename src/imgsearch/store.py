@@ -222,6 +222,23 @@ class Store:
             self.client.flush(name)
         return written
 
+    def file_keys(self, name: str) -> dict[str, tuple[str, int, int]]:
+        """id -> (path, bytes, mtime_us) of every row: what `index` compares with its dataset to repair the collection."""
+        out: dict[str, tuple[str, int, int]] = {}
+        # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses its own, which is what we want.
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+        it = self.client.query_iterator(name, batch_size=8192, filter="", output_fields=["path", "bytes", "mtime_us"])
+        try:
+            while True:
+                rows = it.next()
+                if not rows:
+                    break
+                for r in rows:
+                    out[r["id"]] = (r["path"], r["bytes"], r["mtime_us"])
+        finally:
+            it.close()
+        return out
+
     def delete(self, name: str, ids: list[str]) -> None:
         if ids:
             self.client.delete(name, ids=ids)

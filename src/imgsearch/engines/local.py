@@ -19,9 +19,8 @@ import pyarrow as pa
 from imgsearch import dataset as dset
 from imgsearch.config import get_settings
 from imgsearch.core import FileRecord, Outcome, decode_record, embed_outcomes
-from imgsearch.errors import DatasetError
 from imgsearch.models import Embedder
-from imgsearch.sources import ListingReport, image_id, list_images, read_bytes
+from imgsearch.sources import read_bytes
 
 
 @dataclass
@@ -38,43 +37,50 @@ class EmbedReport:
     parts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     partitions: int = 0  # Spark tasks, when the job repartitioned
+    # what the run found already done (filled by pipeline.embed from its plan)
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    failed_unchanged: int = 0
+    removed: int = 0
+    stale_removed: int = 0  # files gone from the source, still in the dataset because sync was off
+    root: str = ""  # the source as a URI
 
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-def embed_source(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], embedder: Embedder, *,
-                 batch_size: int | None = None, workers: int | None = None, rows_per_part: int | None = None,
-                 overwrite: bool = False, progress: bool | None = None) -> EmbedReport:
-    """Embed every image under `src` into a Parquet dataset in `out_dir`. Bad files become failure rows."""
+def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], embedder: Embedder, *,
+                  batch_size: int | None = None, workers: int | None = None, rows_per_part: int | None = None,
+                  part_seconds: float | None = None, progress: bool | None = None) -> EmbedReport:
+    """Embed `records` into part files added to `out_dir`; bad files become failure rows.
+
+    A part is committed every `rows_per_part` rows or `part_seconds` seconds, whichever comes first: the work a crash
+    can lose is bounded by that, whatever the collection size.
+    """
     settings = get_settings()
     batch_size = batch_size or settings.batch_size
     workers = workers or settings.workers or (os.cpu_count() or 1)
     rows_per_part = rows_per_part or settings.rows_per_part
+    part_seconds = settings.part_seconds if part_seconds is None else part_seconds
     out = Path(out_dir)
-    if dset.has_data(out):
-        if not overwrite:
-            raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite")
-        for f in dset.part_files(out):
-            f.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    listing = ListingReport()
-    records = list(list_images(src, listing))
-    report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim,
-                         skipped_non_images=listing.skipped_non_images)
-    # Entries we could not even stat are failures too: the user must hear about them.
+    report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim)
     pending_tables: list[pa.Table] = []
-    if listing.unreadable:
-        unreadable = [Outcome(FileRecord(uri, image_id(uri), None, None), error=reason) for uri, reason in listing.unreadable]
-        pending_tables.append(embed_outcomes(embedder, unreadable))
-        report.failures.extend(listing.unreadable)
+
+    def commit() -> None:
+        nonlocal pending_tables, buffered, last_commit
+        if pending_tables:
+            report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
+        pending_tables, buffered, last_commit = [], 0, time.perf_counter()
 
     show = sys.stderr.isatty() if progress is None else progress
+    buffered, last_commit = 0, time.perf_counter()
     with _progress(len(records), show) as advance:
-        buffered = sum(t.num_rows for t in pending_tables)
         for batch in _decoded_batches(records, embedder, workers, batch_size, settings.max_pixels):
             table = embed_outcomes(embedder, batch)
             report.embedded += sum(1 for o in batch if o.error is None)
@@ -82,11 +88,9 @@ def embed_source(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], e
             pending_tables.append(table)
             buffered += table.num_rows
             advance(len(batch))
-            if buffered >= rows_per_part:
-                report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
-                pending_tables, buffered = [], 0
-        if pending_tables:
-            report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
+            if buffered >= rows_per_part or time.perf_counter() - last_commit >= part_seconds:
+                commit()
+        commit()
 
     report.seconds = time.perf_counter() - started
     report.failed = len(report.failures)

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -151,15 +151,11 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int)
     from imgsearch.models import get_spec
 
     spec = get_spec(job.model)
-
-    class _Named:  # embed_outcomes needs only the model's name and dim for failure rows
-        name, dim = spec.name, spec.dim
-
     for batch in batches:
         outcomes = [Outcome(rec, error=f"file larger than {limit:,} bytes")
                     for _, rec in _file_records(batch) if is_candidate(rec.uri, b"")]
         if outcomes:
-            yield from embed_outcomes(_Named, outcomes).to_batches()
+            yield from _failure_rows(outcomes, spec).to_batches()
 
 
 def _emit(emb, outcomes, decode_s: float = 0.0) -> Iterator[pa.RecordBatch]:
@@ -168,15 +164,6 @@ def _emit(emb, outcomes, decode_s: float = 0.0) -> Iterator[pa.RecordBatch]:
     _worker_log(f"batch {os.getpid()} {len(outcomes)} decode_s={decode_s:.4f} embed_s={time.perf_counter() - t0:.4f} "
                 f"t={time.time():.3f}")
     yield from table.to_batches()
-
-
-def _job_fn(job: SparkJob):
-    def fn(batches):
-        return embed_arrow_batches(batches, job)
-
-    return fn
-
-
 
 
 def _in_spark_submit() -> bool:
@@ -240,35 +227,87 @@ def is_local_master(master: str | None) -> bool:
     return not _in_spark_submit() and (master or "local").startswith("local")
 
 
-def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None = None,
-                       partitions: int | None = None, conf: dict[str, str] | None = None,
-                       overwrite: bool = False, max_file_bytes: int = 512 * 1024 * 1024) -> EmbedReport:
-    """Embed every image under `src` (a path or Hadoop URI) into a Parquet dataset at `out` with Spark."""
+def list_files_spark(src: str, master: str | None = None, conf: dict[str, str] | None = None) -> list[FileRecord]:
+    """Every file under a Hadoop URI with its size and mtime (Spark lists; file contents are not read)."""
+    spark = get_session(master, conf)
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    try:
+        listing = reader.load(_as_uri(src)).select("path", "length", "modificationTime").toArrow()
+    except Exception as exc:
+        raise ImgSearchError(f"cannot list {src}: {_first_line(exc)}") from None
+    return [rec for batch in listing.to_batches() for _, rec in _file_records(batch)]
+
+
+def _todo_filter(job: SparkJob, todo_ids: frozenset[str] | None):
+    """mapInArrow body that keeps only the files of this run (by id) before the shared core sees them."""
+    def fn(batches):
+        if todo_ids is None:
+            return embed_arrow_batches(batches, job)
+
+        def wanted():
+            for b in batches:
+                keep = [rec.id in todo_ids for _, rec in _file_records(b)]
+                if any(keep):
+                    yield b.filter(pa.array(keep))
+
+        return embed_arrow_batches(wanted(), job)
+
+    return fn
+
+
+def embed_files_spark(src: str, out: str, job: SparkJob, *, todo: list[FileRecord] | None = None,
+                      master: str | None = None, partitions: int | None = None, conf: dict[str, str] | None = None,
+                      overwrite: bool = False, max_file_bytes: int = 512 * 1024 * 1024) -> EmbedReport:
+    """Embed the images under `src` (a path or Hadoop URI) into the Parquet dataset at `out` with Spark.
+
+    `todo`: only these files (an incremental run; the output is a local folder and parts are *added* to it). Each task
+    commits its part file when it ends (the v2 file committer), so a killed job keeps every finished task's work.
+    Files Spark could not read (deleted meanwhile, no permission, Hadoop-hidden names) get failure rows here.
+    Without `todo`, the whole source is written afresh (`overwrite` replaces what is there).
+    """
+    from imgsearch import dataset as dset
     from imgsearch.models import get_spec
+    from imgsearch.sources import uri_to_path
 
     spec = get_spec(job.model)
     spark = get_session(master, conf)
     started = time.perf_counter()
-    src_uri = _as_uri(src)
-    out_uri = _as_uri(out)
+    src_uri, out_uri = _as_uri(src), _as_uri(out)
+    local_out = uri_to_path(normalize_uri(out_uri)) if out_uri.startswith("file:") else None
+    if todo is not None and local_out is None:
+        raise ImgSearchError("incremental Spark runs write to a local or shared-mount folder (file://); "
+                             f"for {out} pass --overwrite to write it afresh")
+    before = set(dset.part_files(local_out)) if local_out and Path(local_out).is_dir() else set()
     # Image batches are large: keep Arrow batches to one model batch (the default is 10,000 rows).
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.batch_size))
+    # A file deleted or unreadable after listing must not fail the job: it is skipped here and recorded below.
+    spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
+    spark.conf.set("spark.sql.files.ignoreCorruptFiles", "true")
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     try:
         files = reader.load(src_uri)
     except Exception as exc:
         raise ImgSearchError(f"cannot list {src}: {_first_line(exc)}") from None
+    todo_ids = None
+    if todo is not None:
+        todo_ids = frozenset(r.id for r in todo)
+        mtimes = [r.mtime for r in todo if r.mtime is not None]
+        if mtimes and len(mtimes) == len(todo):  # cheap pre-filter in the JVM: new and changed files are recent
+            files = files.filter(files.modificationTime >= min(mtimes).replace(microsecond=0)
+                                 - timedelta(seconds=1))
     small = files.filter(files.length <= max_file_bytes)
     if partitions:
         small = small.repartition(partitions)
-    result = small.mapInArrow(_job_fn(job), SPARK_SCHEMA)
+    result = small.mapInArrow(_todo_filter(job, todo_ids), SPARK_SCHEMA)
     # Files over the size limit are never read: their failure rows are made here, from the listing alone.
     big = files.filter(files.length > max_file_bytes).select("path", "length", "modificationTime")
-    big_rows = list(too_large_rows(big.toArrow().to_batches(), job, max_file_bytes))
+    big_rows = [b for b in too_large_rows(big.toArrow().to_batches(), job, max_file_bytes)
+                if todo_ids is None or any(i in todo_ids for i in b.column("id").to_pylist())]
     if big_rows:
         result = result.unionByName(spark.createDataFrame(pa.Table.from_batches(big_rows).to_pandas(),
                                                           schema=SPARK_SCHEMA))
-    writer = result.write.mode("overwrite" if overwrite else "errorifexists")
+    mode = "append" if todo is not None else ("overwrite" if overwrite else "errorifexists")
+    writer = result.write.mode(mode).option("mapreduce.fileoutputcommitter.algorithm.version", "2")
     try:
         writer.parquet(out_uri)
     except Exception as exc:
@@ -276,22 +315,56 @@ def embed_source_spark(src: str, out: str, job: SparkJob, *, master: str | None 
         if "already exists" in msg:
             raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite") from None
         raise ImgSearchError(f"Spark job failed: {msg}") from None
-    seconds = time.perf_counter() - started
 
-    if out_uri.startswith("file:"):  # read the summary here: cheaper than another Spark job
-        from imgsearch import dataset as dset
-        from imgsearch.sources import uri_to_path
-
-        local_out = uri_to_path(normalize_uri(out_uri))
-        failures = [(r["path"], r["error"]) for r in dset.read_failures(local_out)]
-        total = dset.summarize(local_out).rows
+    if local_out is not None:  # read this run's rows here: cheaper than another Spark job
+        new_parts = [p for p in dset.part_files(local_out) if p not in before]
+        rows = dset.read_rows(new_parts, columns=["id", "path", "error"])
+        if todo is not None:
+            missing = [r for r in todo if r.id not in set(rows["id"])]
+            if missing:
+                dset.write_part(_unread_rows(missing, spec), local_out)
+                rows["id"] += [r.id for r in missing]
+                rows["path"] += [r.uri for r in missing]
+                rows["error"] += [_why_unread(r.uri) for r in missing]
+        failures = [(p, e) for p, e in zip(rows["path"], rows["error"]) if e is not None]
+        total = len(rows["id"])
     else:
         written = spark.read.parquet(out_uri)
         failures = [(r.path, r.error) for r in written.filter(written.error.isNotNull()).select("path", "error").collect()]
         total = written.count()
     return EmbedReport(out_dir=out, model=job.model, dim=spec.dim, embedded=total - len(failures),
-                       failed=len(failures), failures=sorted(failures), seconds=seconds,
+                       failed=len(failures), failures=sorted(failures), seconds=time.perf_counter() - started,
                        partitions=partitions or 0)
+
+
+def _why_unread(uri: str) -> str:
+    """Why Spark produced no row for a listed file (it skips what it cannot read when told to)."""
+    from imgsearch.sources import uri_to_path
+
+    if not uri.startswith("file:"):
+        return "not read by Spark: missing, unreadable or Hadoop-hidden ('_' or '.' name)"
+    path = uri_to_path(uri)
+    if not os.path.lexists(path):
+        return "file disappeared before it could be read"
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    if not os.access(path, os.R_OK):
+        return "cannot read file: permission denied"
+    if any(part.startswith(("_", ".")) for part in Path(path).parts):
+        return "not read by Spark: Hadoop hides names that start with '_' or '.' (use the local engine, or rename)"
+    return "not read by Spark (unreadable file)"
+
+
+def _unread_rows(records: list[FileRecord], spec) -> pa.Table:
+    from imgsearch.core import Outcome
+
+    return _failure_rows([Outcome(r, error=_why_unread(r.uri)) for r in records], spec)
+
+
+def _failure_rows(outcomes, spec) -> pa.Table:
+    from imgsearch.core import failure_table
+
+    return failure_table(outcomes, spec.name, spec.dim)
 
 
 def _moments_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
