@@ -1,12 +1,13 @@
-"""python -m bench {all,search-load,spark-vs-local,pca,table,readme} [--quick]"""
+"""python -m bench {all,search-load,spark-vs-local,pca,kill-resume,table,readme} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import pca, search_load, spark_vs_local, table
+from bench import kill_resume, pca, search_load, spark_vs_local, table
 
-BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run, "pca": pca.run}
+BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run, "pca": pca.run,
+              "kill-resume": kill_resume.run}
 
 
 def main() -> None:

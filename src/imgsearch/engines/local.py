@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from imgsearch import dataset as dset
 from imgsearch.config import get_settings
-from imgsearch.core import FileRecord, Outcome, decode_record, embed_outcomes
+from imgsearch.core import FileRecord, Outcome, decode_record, embed_outcomes, worker_log
 from imgsearch.models import Embedder
 from imgsearch.sources import read_bytes
 
@@ -83,6 +83,7 @@ def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], em
     with _progress(len(records), show) as advance:
         for batch in _decoded_batches(records, embedder, workers, batch_size, settings.max_pixels):
             table = embed_outcomes(embedder, batch)
+            worker_log(f"batch {os.getpid()} {len(batch)}")
             report.embedded += sum(1 for o in batch if o.error is None)
             report.failures.extend((o.record.uri, o.error) for o in batch if o.error is not None)
             pending_tables.append(table)

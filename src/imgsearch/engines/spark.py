@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from imgsearch.core import FileRecord, decode_record, embed_outcomes
+from imgsearch.core import WORKER_LOG_ENV, FileRecord, decode_record, embed_outcomes, worker_log
 from imgsearch.engines.local import EmbedReport
 from imgsearch.dataset import SCHEMA
 from imgsearch.errors import DatasetError, ImgSearchError
@@ -27,9 +27,6 @@ from imgsearch.sources import image_id, normalize_uri
 # Spark's view of dataset.SCHEMA (the same columns and types).
 SPARK_SCHEMA = ("id string, path string, vector array<float>, model string, dim int, width int, height int, "
                 "bytes long, mtime timestamp, format string, error string")
-# Environment variable naming a file to which each worker appends "load <pid>" and "batch <pid> <n>" lines:
-# used by tests (and curious operators) to check that the model is loaded once per worker.
-WORKER_LOG_ENV = "IMGSEARCH_WORKER_LOG"
 ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
@@ -47,13 +44,6 @@ class SparkJob:
 
 
 _EMBEDDERS: dict[tuple, object] = {}
-
-
-def _worker_log(line: str) -> None:
-    path = os.environ.get(WORKER_LOG_ENV)
-    if path:
-        with open(path, "a") as fh:
-            fh.write(line + "\n")
 
 
 def _task_device(job: SparkJob) -> str:
@@ -81,7 +71,7 @@ def worker_embedder(job: SparkJob):
         emb = create_model(job.model, weights=job.weights, device=device, precision=job.precision,
                            threads=job.threads)
         _EMBEDDERS[key] = emb
-        _worker_log(f"load {os.getpid()} t={time.time():.3f}")
+        worker_log(f"load {os.getpid()} t={time.time():.3f}")
         print(f"imgsearch: loaded {job.model} ({emb.precision}, {device}) in worker {os.getpid()}", file=sys.stderr)
     return emb
 
@@ -161,7 +151,7 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int)
 def _emit(emb, outcomes, decode_s: float = 0.0) -> Iterator[pa.RecordBatch]:
     t0 = time.perf_counter()
     table = embed_outcomes(emb, outcomes)
-    _worker_log(f"batch {os.getpid()} {len(outcomes)} decode_s={decode_s:.4f} embed_s={time.perf_counter() - t0:.4f} "
+    worker_log(f"batch {os.getpid()} {len(outcomes)} decode_s={decode_s:.4f} embed_s={time.perf_counter() - t0:.4f} "
                 f"t={time.time():.3f}")
     yield from table.to_batches()
 
