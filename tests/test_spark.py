@@ -15,7 +15,7 @@ pyspark = pytest.importorskip("pyspark")
 
 from imgsearch import dataset as dset  # noqa: E402
 from imgsearch import pipeline  # noqa: E402
-from imgsearch.engines.spark import WORKER_LOG_ENV, SparkJob, embed_source_spark, stop_session  # noqa: E402
+from imgsearch.engines.spark import WORKER_LOG_ENV, SparkJob, embed_files_spark, stop_session  # noqa: E402
 from imgsearch.samples import write_variants  # noqa: E402
 from imgsearch.sources import path_to_uri  # noqa: E402
 from imgsearch.store import open_store  # noqa: E402
@@ -81,7 +81,7 @@ def test_spark_matches_local_engine(master, corpus, local_result, worker_log, tm
     start = len(worker_log.read_text().splitlines())
     out = tmp_path / "spark-out"
     try:
-        rep = embed_source_spark(str(corpus), str(out), job(batch_size=4), master=master, partitions=6)
+        rep = embed_files_spark(str(corpus), str(out), job(batch_size=4), master=master, partitions=6)
     finally:
         stop_session()
     assert rep.embedded == 42 and rep.failed == 1
@@ -174,3 +174,49 @@ def test_spark_submit_entry_point(corpus, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     s = dset.summarize(out)
     assert (s.embedded, s.failed) == (42, 1)
+
+
+def test_spark_incremental_and_engines_agree_on_what_is_done(corpus, tmp_path, photo_paths):
+    """A Spark rerun embeds only the new file; a local-engine rerun over Spark's output finds nothing to do (both
+    engines see the same size and mtime), and deleting with --sync works the same way."""
+    src = tmp_path / "src"
+    shutil.copytree(corpus, src)
+    db = str(tmp_path / "inc.db")
+    spark = ["--engine", "spark", "--master", "local[2]"]
+    first = run_cli("index", str(src), "--db", db, *spark)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "43 new" in first.stderr and "embedded 42 images" in first.stderr
+    shutil.copy(photo_paths[0], src / "added.png")
+    (src / "_hidden_by_hadoop.png").write_bytes((src / photo_paths[1].name).read_bytes())
+    again = run_cli("index", str(src), "--db", db, *spark)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 new, 0 changed, 42 unchanged, 1 failed before" in again.stderr and "embedded 1 images" in again.stderr, again.stderr
+    assert "Hadoop hides names that start with '_'" in again.stderr
+    local = run_cli("index", str(src), "--db", db)
+    assert "0 new, 0 changed, 43 unchanged, 2 failed before" in local.stderr and "nothing to embed" in local.stderr, local.stderr
+    (src / "added.png").unlink()
+    synced = run_cli("index", str(src), "--db", db, "--sync", *spark)
+    assert "1 removed" in synced.stderr and "nothing to embed" in synced.stderr, synced.stderr
+    with open_store(db) as store:
+        assert store.collection_for(None).count == 42
+
+
+def test_spark_kill9_then_rerun_equals_clean_run(tmp_path, photo_paths):
+    """kill -9 of the whole Spark job (driver, JVM, Python workers) at random moments; tasks that finished had
+    committed their part files (v2 committer), so a rerun does only the rest."""
+    from bench.kill_resume import kill_cycles
+    from imgsearch import samples
+
+    src = tmp_path / "images"
+    src.mkdir()
+    for p in photo_paths:
+        shutil.copy(p, src / p.name)
+    samples.write_lfw_faces(src / "faces")
+    env = {"IMGSEARCH_BATCH_SIZE": "8"}
+    r = kill_cycles(src, tmp_path / "work", total=221, kills=2, seed=3, engine="spark", startup=(1.0, 8.0),
+                    extra=["--master", "local[2]", "--partitions", "8"], env=env)
+    print({k: v for k, v in r.items() if not k.endswith("stderr")})
+    assert r["kills"] == 2 and r["final_returncode"] == 0, r.get("final_stderr")
+    assert r["ids_equal_clean_run"] and r["milvus_count"] == r["milvus_unique_ids"] == 221
+    assert r["dataset_rows"] == r["dataset_unique_ids"] == 221 and r["min_cosine_vs_clean"] > 0.999
+    assert r["rows_redone"] <= 2 * (221 // 8 + 1) * 2  # at most the tasks running at each kill (2 slots)
