@@ -236,6 +236,31 @@ def failures(db: str = DbOpt, data: Optional[str] = typer.Option(None, "--data",
 
 
 @app.command()
+def duplicates(db: str = DbOpt,
+               threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity that "
+                                                         "makes two images near-duplicates (default 0.70, calibrated "
+                                                         "on real photos)"),
+               model: Optional[str] = typer.Option(None, "--model", "-m", help="model of the collection, if several"),
+               collection: Optional[str] = typer.Option(None, "--collection", help="collection, if several"),
+               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Groups of near-duplicate images (the same photo resized, re-encoded, slightly cropped); largest image first."""
+    from imgsearch import pipeline
+    from imgsearch.sources import display_name
+
+    res = pipeline.duplicates(db, threshold=threshold, model=model, collection=collection)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    for n, g in enumerate(res["groups"], 1):
+        typer.echo(f"group {n}: {g['size']} images, weakest link {g['min_similarity']:.3f}")
+        for im in g["images"]:
+            typer.echo(f"  {im['width']}x{im['height']}  {display_name(im['path'])}  {im['path']}")
+    dup = sum(g["size"] - 1 for g in res["groups"])
+    typer.echo(f"{len(res['groups'])} groups of near-duplicates among {res['images']} images in {res['collection']} "
+               f"(threshold {res['threshold']}); {dup} images are copies of another", err=True)
+
+
+@app.command()
 def serve(db: str = DbOpt, host: str = typer.Option(_S.host, "--host", help="address to listen on"),
           port: int = typer.Option(_S.port, "--port", help="port to listen on"),
           workers_log: str = typer.Option("warning", "--log-level", help="web server log level")) -> None:

@@ -295,6 +295,25 @@ def failures(db: str, *, data: str | None = None, model: str | None = None) -> l
     return sorted(rows, key=lambda r: r["path"])
 
 
+def duplicates(db: str, *, threshold: float | None = None, model: str | None = None,
+               collection: str | None = None) -> dict:
+    """Near-duplicate groups among the indexed images (see imgsearch.duplicates)."""
+    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_groups
+
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0 < t <= 1:
+        raise ImgSearchError(f"--threshold is a cosine similarity in (0, 1], got {t}")
+    with open_store(db) as store:
+        info = store.collection_for(model, collection)
+        rows = [r for batch in store.rows(info.name, ["path", "vector", "width", "height", "bytes"]) for r in batch]
+    vectors = np.asarray([r["vector"] for r in rows], np.float32).reshape(len(rows), info.dim)
+    groups = find_groups(vectors, t, pixels=[r["width"] * r["height"] for r in rows])
+    keep = ("id", "path", "width", "height", "bytes")
+    return {"collection": info.name, "images": len(rows), "threshold": t,
+            "groups": [{"size": len(g.members), "min_similarity": g.min_link,
+                        "images": [{k: rows[i][k] for k in keep} for i in g.members]} for g in groups]}
+
+
 @dataclass
 class SearchResult:
     collection: CollectionInfo

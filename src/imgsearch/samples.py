@@ -23,6 +23,10 @@ SKIMAGE_PHOTOS = (
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
 VARIANTS = ("crop80", "resize50", "jpeg40", "hflip")
+# Every kind make_variant knows: near-duplicates (same photo, another size / quality / slight crop) and the harder
+# edits of the evaluation (rotation, colour jitter).
+ALL_VARIANTS = ("crop90", "crop80", "resize50", "resize25", "jpeg40", "jpeg30", "hflip", "rotate10", "rotate-10",
+                "jitter")
 
 
 def sample_photo_files() -> list[Path]:
@@ -58,17 +62,27 @@ def make_variant(im: Image.Image, kind: str) -> tuple[Image.Image, dict]:
     """One modified copy of a photo and the save options to use for it."""
     im = im.convert("RGB")
     w, h = im.size
-    if kind == "crop80":
-        cw, ch = int(w * 0.8), int(h * 0.8)
+    if kind in ("crop80", "crop90"):
+        f = int(kind[4:]) / 100
+        cw, ch = int(w * f), int(h * f)
         left, top = (w - cw) // 2, (h - ch) // 2
         return im.crop((left, top, left + cw, top + ch)), {"quality": 95}
-    if kind == "resize50":
-        return im.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.LANCZOS), {"quality": 95}
-    if kind == "jpeg40":
-        return im, {"quality": 40}
+    if kind in ("resize50", "resize25"):
+        d = 100 // int(kind[6:])
+        return im.resize((max(1, w // d), max(1, h // d)), Image.Resampling.LANCZOS), {"quality": 95}
+    if kind in ("jpeg40", "jpeg30"):
+        return im, {"quality": int(kind[4:])}
     if kind == "hflip":
         return ImageOps.mirror(im), {"quality": 95}
-    raise ValueError(f"unknown variant {kind!r}; known: {', '.join(VARIANTS)}")
+    if kind in ("rotate10", "rotate-10"):
+        return im.rotate(float(kind[6:]), resample=Image.Resampling.BICUBIC, expand=False), {"quality": 95}
+    if kind == "jitter":  # brightness, contrast and saturation changed, as a phone's filter would
+        from PIL import ImageEnhance
+
+        out = ImageEnhance.Brightness(im).enhance(1.2)
+        out = ImageEnhance.Contrast(out).enhance(0.8)
+        return ImageEnhance.Color(out).enhance(1.3), {"quality": 95}
+    raise ValueError(f"unknown variant {kind!r}; known: {', '.join(ALL_VARIANTS)}")
 
 
 def write_variants(photos: list[Path], out: str | Path, kinds: tuple[str, ...] = VARIANTS) -> dict[Path, list[Path]]:

@@ -225,19 +225,24 @@ class Store:
     def file_keys(self, name: str) -> dict[str, tuple[str, int, int]]:
         """id -> (path, bytes, mtime_us) of every row: what `index` compares with its dataset to repair the collection."""
         out: dict[str, tuple[str, int, int]] = {}
+        for rows in self.rows(name, ["path", "bytes", "mtime_us"], batch=8192):
+            for r in rows:
+                out[r["id"]] = (r["path"], r["bytes"], r["mtime_us"])
+        return out
+
+    def rows(self, name: str, fields: list[str], batch: int = 4096):
+        """Every row of a collection (with the given fields), in batches: for whole-collection work like duplicates."""
         # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses its own, which is what we want.
         logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-        it = self.client.query_iterator(name, batch_size=8192, filter="", output_fields=["path", "bytes", "mtime_us"])
+        it = self.client.query_iterator(name, batch_size=batch, filter="", output_fields=fields)
         try:
             while True:
-                rows = it.next()
-                if not rows:
-                    break
-                for r in rows:
-                    out[r["id"]] = (r["path"], r["bytes"], r["mtime_us"])
+                got = it.next()
+                if not got:
+                    return
+                yield got
         finally:
             it.close()
-        return out
 
     def delete(self, name: str, ids: list[str]) -> None:
         if ids:
