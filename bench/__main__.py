@@ -1,12 +1,14 @@
-"""python -m bench {all,search-load,spark-vs-local,pca,kill-resume,table,readme} [--quick]"""
+"""python -m bench {all,indexing,search-latency,search-load,spark-vs-local,pca,kill-resume,eval,table,readme} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import kill_resume, pca, search_load, spark_vs_local, table
+from bench import eval as eval_bench
+from bench import indexing, kill_resume, pca, search_latency, search_load, spark_vs_local, table
 
-BENCHMARKS = {"search-load": search_load.run, "spark-vs-local": spark_vs_local.run, "pca": pca.run,
+BENCHMARKS = {"indexing": indexing.run, "search-latency": search_latency.run, "search-load": search_load.run,
+              "spark-vs-local": spark_vs_local.run, "pca": pca.run, "eval": eval_bench.run,
               "kill-resume": kill_resume.run}
 
 

@@ -25,6 +25,55 @@ def render() -> str:
     out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] // 1024} GiB, torch {m['torch']} "
            f"(commit {m['git']}).", ""]
     secs = data["sections"]
+    if "indexing" in secs:
+        sec = secs["indexing"]
+        out += [f"Indexing speed, one process, model loaded ({sec['date'][:10]}): {sec['images']:,} real images "
+                "(openclipart PNGs + camera-size JPEGs). Forward = pre-decoded crops through the model; end-to-end = "
+                "list + read + decode + preprocess + embed + write Parquet.", "",
+                "| model | precision | forward img/s | end-to-end img/s | end-to-end / forward |", "|---|---|---|---|---|",
+                f"| {sec['model']} | {sec['precision']} | {sec['forward_img_per_s']:.1f} | {sec['e2e_img_per_s']:.1f} | "
+                f"**{sec['e2e_over_forward_ratio']:.2f}** (goal ≥ {sec['goal_ratio_min']}) |"]
+        for key in ("fp32", "resnet50"):
+            if key in sec:
+                r = sec[key]
+                name = "resnet50" if key == "resnet50" else sec["model"]
+                prec = r.get("precision", "fp32")
+                out.append(f"| {name} | {prec} | {r['forward_img_per_s']:.1f} | {r['e2e_img_per_s']:.1f} | "
+                           f"{r['e2e_over_forward_ratio']:.2f} |")
+        out.append("")
+    if "search_latency" in secs:
+        sec = secs["search_latency"]
+        out += [f"Search latency, one query at a time: embed the uploaded JPEG + top-{sec['k']} search ({sec['date'][:10]}; "
+                f"{sec['torch_threads']} torch thread, {sec['precision']}).", "",
+                "| store | vectors | index | total p50 ms | total p99 ms | search p50 ms | search p99 ms |",
+                "|---|---|---|---|---|---|---|"]
+        for key, r in sec.items():
+            if isinstance(r, dict) and "total" in r:
+                store = "Milvus Lite" if key.startswith("lite") else "milvus-server"
+                out.append(f"| {store} | {r['vectors']:,} | {r['index']} | {r['total']['p50_ms']:.1f} | "
+                           f"{r['total']['p99_ms']:.1f} | {r['search']['p50_ms']:.1f} | {r['search']['p99_ms']:.1f} |")
+        out.append("")
+    if "eval" in secs:
+        sec = secs["eval"]
+        out += [f"Search quality, `imgsearch eval` ({sec['date'][:10]}):", "",
+                "| evaluation | data | result |", "|---|---|---|"]
+        for key, r in sec.items():
+            if isinstance(r, dict) and "kind" in r:
+                out.append(f"| {r['kind']} | {r.get('data', '')} | {r.get('summary', '')} |")
+        out.append("")
+    if "kill_resume" in secs:
+        sec = secs["kill_resume"]
+        out += [f"Crash safety ({sec['date'][:10]}): `imgsearch index` of {sec['images']} images SIGKILLed at random "
+                "moments, then run to completion.", "",
+                "| engine | kills | final index = clean run | duplicates | images re-embedded per kill |",
+                "|---|---|---|---|---|"]
+        for eng in ("local", "spark"):
+            if eng in sec:
+                r = sec[eng]
+                dup = r["milvus_count"] - r["milvus_unique_ids"] + r["dataset_rows"] - r["dataset_unique_ids"]
+                out.append(f"| {eng} | {r['kills']} | {'yes' if r['ids_equal_clean_run'] else 'NO'} | {dup} | "
+                           f"{r['rows_redone_per_kill']} |")
+        out.append("")
     if "search_load" in secs:
         sec = secs["search_load"]
         out += [f"Search service ({sec['date'][:10]}): `imgsearch serve` in its own process, load generator on loopback.",

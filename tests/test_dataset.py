@@ -39,7 +39,7 @@ def test_round_trip_is_exact(tmp_path):
     ids = sum((b.column("id").to_pylist() for b in batches), [])
     assert ids == ["id0", "id1", "id3", "id4"]
     assert np.array_equal(got, vecs[[0, 1, 3, 4]])  # bit-exact
-    assert dset.read_failures(tmp_path) == [{"id": "id2", "path": "file:///x/2.jpg", "error": "empty file"}]
+    assert dset.read_failures(tmp_path) == [{"id": "id2", "path": "file:///x/2.jpg", "error": "empty file", "model": "m"}]
     s = dset.summarize(tmp_path)
     assert (s.rows, s.embedded, s.failed, s.models) == (5, 4, 1, {"m": 8})
 

@@ -260,6 +260,85 @@ def duplicates(db: str = DbOpt,
                f"(threshold {res['threshold']}); {dup} images are copies of another", err=True)
 
 
+eval_app = typer.Typer(no_args_is_help=True, help="Measure search quality on your own images (table or JSON).")
+app.add_typer(eval_app, name="eval")
+JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
+SaveOpt = typer.Option(None, "--save", help="also write the JSON report to this file")
+
+
+def _print_eval(rep, as_json: bool, save: Optional[str]) -> None:
+    data = rep.as_dict()
+    if save:
+        Path(save).write_text(json.dumps(data, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{rep.kind} retrieval ({rep.seconds:.0f}s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in rep.metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for k, v in rep.details.items():
+        if k == "per_transform":
+            for kind, m in v.items():
+                table.add_row(f"  {kind}", "  ".join(f"{mk} {mv:.3f}" for mk, mv in m.items()))
+        else:
+            table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+    Console().print(table)
+
+
+@eval_app.command("near-dup")
+def eval_near_dup(folder: str = typer.Argument(..., help="folder of images (no labels needed)"),
+                  distractors: Optional[list[str]] = typer.Option(None, "--distractors", "-d",
+                                                                  help="folder of other images to search among "
+                                                                  "(repeatable)"),
+                  transforms: Optional[str] = typer.Option(None, "--transforms", help="comma-separated edits: "
+                                                           "crop80,crop90,resize50,resize25,jpeg30,jpeg40,rotate10,"
+                                                           "rotate-10,hflip,jitter (default: crop80,resize50,jpeg30,"
+                                                           "rotate10,rotate-10,hflip,jitter)"),
+                  max_originals: Optional[int] = typer.Option(None, "--max-originals", help="use a random sample "
+                                                              "of this many images as originals"),
+                  model: str = ModelOpt, weights: Optional[str] = WeightsOpt, as_json: bool = JsonOpt,
+                  save: Optional[str] = SaveOpt) -> None:
+    """Make edited copies of each image and check that searching a copy finds its original (recall@1, @5)."""
+    from imgsearch import evaluation
+
+    kinds = tuple(t.strip() for t in transforms.split(",")) if transforms else evaluation.NEAR_DUP_TRANSFORMS
+    from imgsearch.samples import ALL_VARIANTS
+
+    unknown = [k for k in kinds if k not in ALL_VARIANTS]
+    if unknown:
+        raise ImgSearchError(f"unknown transform(s) {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
+    rep = evaluation.run_near_dup(folder, model, distractors=distractors or [], transforms=kinds,
+                                  max_originals=max_originals, weights=weights)
+    _print_eval(rep, as_json, save)
+
+
+@eval_app.command("labelled")
+def eval_labelled(folder: str = typer.Argument(..., help="folder with one sub-folder of images per class"),
+                  model: str = ModelOpt, weights: Optional[str] = WeightsOpt, as_json: bool = JsonOpt,
+                  save: Optional[str] = SaveOpt) -> None:
+    """Leave-one-out retrieval over classes given by sub-folders: mAP, P@1, recall@1/5/10."""
+    from imgsearch import evaluation
+
+    _print_eval(evaluation.run_labelled(folder, model, weights=weights), as_json, save)
+
+
+@eval_app.command("ann")
+def eval_ann(db: str = DbOpt, queries: int = typer.Option(200, "--queries", min=1, help="stored vectors used as queries"),
+             k: int = typer.Option(10, "-k", min=1, max=1000),
+             model: Optional[str] = typer.Option(None, "--model", "-m", help="model of the collection, if several"),
+             collection: Optional[str] = typer.Option(None, "--collection"), as_json: bool = JsonOpt,
+             save: Optional[str] = SaveOpt) -> None:
+    """Recall@k of the collection's index (HNSW on a server, FLAT on Lite) against exact search."""
+    from imgsearch import evaluation
+
+    _print_eval(evaluation.run_ann(db, queries=queries, k=k, model=model, collection=collection), as_json, save)
+
+
 @app.command()
 def serve(db: str = DbOpt, host: str = typer.Option(_S.host, "--host", help="address to listen on"),
           port: int = typer.Option(_S.port, "--port", help="port to listen on"),

@@ -98,8 +98,7 @@ def decode_image(data: bytes, prep: Preprocess, max_pixels: int) -> DecodedImage
                 im = ImageOps.exif_transpose(im)
             if orientation in (5, 6, 7, 8):
                 w, h = h, w
-            rgb = _to_rgb(im)
-            pixels = _resize_center_crop(rgb, prep)
+            pixels = _resize_center_crop(_to_resizable(im), prep)
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -127,10 +126,12 @@ def _exif_orientation(im: Image.Image) -> int:
         return 1
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB. Transparency is composited on white; 16/32-bit and float are rescaled, not clipped."""
+def _to_resizable(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to one that resizes correctly and cheaply: L, RGB, or with transparency LA/RGBA (Pillow resizes
+    those with premultiplied alpha). 16/32-bit and float are rescaled, not clipped. Colour conversion and compositing
+    on white wait until after the resize (see _finish_rgb): on a large image that saves several full-size passes."""
     mode = im.mode
-    if mode == "RGB":
+    if mode in ("RGB", "L", "RGBA", "LA") and "transparency" not in im.info:
         return im
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im).astype(np.float64)
@@ -140,11 +141,16 @@ def _to_rgb(im: Image.Image) -> Image.Image:
             arr = (arr - lo) / ((hi - lo) or 1.0) * 255.0
         else:
             arr = arr * (255.0 / hi)
-        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info) or (
-        mode in ("L", "RGB") and "transparency" in im.info
-    )
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     if has_alpha:
+        return im.convert("LA" if mode in ("LA", "La", "L") else "RGBA")
+    return im.convert("L" if mode == "1" else "RGB")
+
+
+def _finish_rgb(im: Image.Image) -> Image.Image:
+    """The resized image as 8-bit RGB, transparency composited on white."""
+    if im.mode in ("RGBA", "LA"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -163,7 +169,7 @@ def _resize_center_crop(im: Image.Image, prep: Preprocess) -> np.ndarray:
     out = im.resize(
         (prep.crop, prep.crop), Image.Resampling.BILINEAR, box=(left, top, left + side_w, top + side_h), reducing_gap=3.0
     )
-    arr = np.asarray(out, dtype=np.uint8)
+    arr = np.asarray(_finish_rgb(out), dtype=np.uint8)
     if arr.shape != (prep.crop, prep.crop, 3):  # pragma: no cover - Pillow guarantees this for RGB
         raise DecodeError(f"unexpected decoded shape {arr.shape}")
     return arr
@@ -178,9 +184,9 @@ def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int = 85) -
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
             im.load()
-            im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
+            im = _to_resizable(ImageOps.exif_transpose(im))
             im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            im = _finish_rgb(im)
             out = io.BytesIO()
             im.save(out, "JPEG", quality=quality, optimize=True)
     except DecodeError:

@@ -1,0 +1,79 @@
+"""Indexing speed: the model's own forward rate against the end-to-end rate, measured in one run.
+
+* forward: pre-decoded 224x224 uint8 crops of the same images through `Embedder.embed` in batches (no I/O, no decode);
+* end-to-end: the local engine over the folder: list + read + decode + preprocess + embed + write Parquet, the model
+  already loaded (as for every image after the first in a real job).
+
+Forward is measured before and after the end-to-end run and averaged, so drift on a noisy machine shows up (both
+values are recorded). Images: openclipart PNG drawings + camera-size JPEGs (bench.datasets.indexing_set).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import log, save
+from bench.datasets import indexing_set
+
+CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
+
+
+def forward_rate(embedder, crops: np.ndarray, batch: int, repeats: int = 2) -> float:
+    embedder.embed(crops[:batch])  # warm-up
+    n, t0 = 0, time.perf_counter()
+    for _ in range(repeats):
+        for s in range(0, len(crops), batch):
+            embedder.embed(crops[s:s + batch])
+            n += len(crops[s:s + batch])
+    return n / (time.perf_counter() - t0)
+
+
+def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None = None, sample: int = 512) -> dict:
+    from imgsearch.config import get_settings
+    from imgsearch.core import decode_record
+    from imgsearch.engines.local import embed_records
+    from imgsearch.pipeline import make_embedder
+    from imgsearch.sources import list_images, read_bytes
+
+    s = get_settings()
+    emb = make_embedder(model, precision=precision)
+    records = list(list_images(src))
+    picked = records[:: max(1, len(records) // sample)][:sample]
+    t0 = time.perf_counter()
+    outs = [decode_record(r, read_bytes, emb.prep, s.max_pixels) for r in picked]
+    decode_ms = (time.perf_counter() - t0) / len(picked) * 1000
+    crops = np.stack([o.image.pixels for o in outs if o.image is not None])
+    before = forward_rate(emb, crops, s.batch_size)
+    with tempfile.TemporaryDirectory(prefix="imgsearch-bench-e2e-") as tmp:
+        t0 = time.perf_counter()
+        rep = embed_records(list(list_images(src)), Path(tmp) / "emb", emb, progress=False)
+        e2e_s = time.perf_counter() - t0
+    after = forward_rate(emb, crops, s.batch_size)
+    forward = (before + after) / 2
+    e2e = (rep.embedded + rep.failed) / e2e_s
+    return {"model": model, "precision": emb.precision, "images": len(records), "embedded": rep.embedded,
+            "failed": rep.failed, "batch_size": s.batch_size, "torch_threads": s.torch_threads or "cores",
+            "decode_one_thread_ms_per_img": round(decode_ms, 2),
+            "forward_img_per_s": round(forward, 1), "forward_before_after": [round(before, 1), round(after, 1)],
+            "e2e_img_per_s": round(e2e, 1), "e2e_s": round(e2e_s, 2),
+            "e2e_over_forward_ratio": round(e2e / forward, 3)}
+
+
+def run(quick: bool = False) -> dict:
+    n = 256 if quick else 2048
+    src = indexing_set(CACHE / f"indexing-{n}", n, photo_share=0.25)
+    log(f"indexing: {n} images in {src}")
+    main = measure(src, sample=128 if quick else 512)
+    log(f"indexing: forward {main['forward_img_per_s']} img/s, end-to-end {main['e2e_img_per_s']} img/s, "
+        f"ratio {main['e2e_over_forward_ratio']} ({main['precision']})")
+    figures = {**main, "goal_ratio_min": 0.85}
+    if not quick:
+        fp32 = measure(src, precision="fp32", sample=256)
+        figures["fp32"] = {k: fp32[k] for k in ("forward_img_per_s", "e2e_img_per_s", "e2e_over_forward_ratio")}
+        log(f"indexing fp32: forward {fp32['forward_img_per_s']}, end-to-end {fp32['e2e_img_per_s']}")
+    save("indexing", figures, quick)
+    return figures
