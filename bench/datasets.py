@@ -39,7 +39,8 @@ def openclipart_files() -> list[Path]:
     return sorted(OPENCLIPART.rglob("*.png"))
 
 
-def camera_jpegs(out: Path, n: int, seed: int = 0) -> list[Path]:
+def camera_jpegs(out: Path, n: int, seed: int = 0,
+                 long_sides: tuple[int, ...] = (1024, 1600, 2048, 3000, 4000)) -> list[Path]:
     """n JPEGs at typical camera/web sizes, cut from the real sample photos (upscaled where the photo is small)."""
     from imgsearch.samples import sample_photo_files
 
@@ -56,7 +57,7 @@ def camera_jpegs(out: Path, n: int, seed: int = 0) -> list[Path]:
         f = rng.uniform(0.6, 1.0)
         cw, ch = int(w * f), int(h * f)
         x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        long_side = rng.choice((1024, 1600, 2048, 3000, 4000))
+        long_side = rng.choice(long_sides)
         scale = long_side / max(cw, ch)
         crop = im.crop((x, y, x + cw, y + ch)).resize((max(1, int(cw * scale)), max(1, int(ch * scale))),
                                                       Image.Resampling.BICUBIC)
@@ -81,5 +82,20 @@ def indexing_set(out: Path, n: int, photo_share: float = 0.25, seed: int = 0) ->
     for i, src in enumerate(chosen):
         shutil.copyfile(src, out / "clipart" / f"{src.parent.name}__{i:05d}_{src.name}")
     camera_jpegs(out / "photos", n_photos, seed)
+    marker.write_text("")
+    return out
+
+
+WEB_SIZES = (512, 640, 800)
+
+
+def web_set(out: Path, n: int, seed: int = 1) -> Path:
+    """n web-size JPEGs (long side 512-800 px, as image datasets and img2dataset downloads store them)."""
+    marker = out / f".complete-{n}-{seed}"
+    if marker.exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    camera_jpegs(out, n, seed, long_sides=WEB_SIZES)
     marker.write_text("")
     return out

@@ -73,3 +73,20 @@ def test_bf16_close_to_fp32(lite0, photo_paths):
     px = crops(photo_paths, lite0.prep)
     cos = (lite0.embed(px) * bf16.embed(px)).sum(1)
     assert cos.min() >= 0.99, cos
+
+
+def test_bf16_retrieval_same_as_fp32(lite0, photo_paths, tmp_path):
+    """bf16 vectors give the same search results as fp32: each edited copy's nearest photo is the same one, and so
+    is whether its original is in the top 3 (ranks 2-3 hold unrelated photos at near-equal scores, which may swap)."""
+    from imgsearch.evaluation import top_k
+    from imgsearch.samples import write_variants
+
+    bf16 = create_model("efficientnet_lite0", device="cpu", precision="bf16")
+    copies = [c for cs in write_variants(photo_paths, tmp_path, kinds=("crop80", "jpeg40", "rotate10")).values()
+              for c in cs]
+    index, queries = crops(photo_paths, lite0.prep, n=None), crops(copies, lite0.prep, n=None)
+    fp32_top = top_k(lite0.embed(queries), lite0.embed(index), 3)
+    bf16_top = top_k(bf16.embed(queries), bf16.embed(index), 3)
+    assert (fp32_top[:, 0] == bf16_top[:, 0]).all()
+    original = np.repeat(np.arange(len(photo_paths)), 3)
+    assert ((fp32_top == original[:, None]).any(1) == (bf16_top == original[:, None]).any(1)).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -103,7 +104,8 @@ def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int
     """Yield lists of `batch_size` outcomes in source order while the pool decodes up to 4 batches ahead."""
     window = max(batch_size * 4, workers * 2)
     prep = embedder.prep
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgsearch-decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgsearch-decode",
+                            initializer=lower_priority) as pool:
         queue: deque[Future[Outcome]] = deque()
         it = iter(records)
 
@@ -124,6 +126,18 @@ def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int
                 batch = []
         if batch:
             yield batch
+
+
+DECODE_NICE = 10
+
+
+def lower_priority() -> None:
+    """Decode threads yield to the model's threads (Linux niceness is per thread): they fill the gaps the model
+    leaves instead of preempting it, and the window of decoded batches ahead absorbs the difference."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 class _progress:

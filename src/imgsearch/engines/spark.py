@@ -121,7 +121,9 @@ def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Ite
             yield from _emit(emb, *previous.result())
 
     chunk: list = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode") as pool:
+    from imgsearch.engines.local import lower_priority
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode", initializer=lower_priority) as pool:
         for batch in batches:
             contents = batch.column("content")
             for i, rec in _file_records(batch):
