@@ -2,7 +2,8 @@
 
 At 10,000 and 100,000 vectors (real embeddings repeated with small noise, bench/pca.py), in Milvus Lite (FLAT) and in
 the `milvus-server` of the PyPI package `milvus` (HNSW, M=16, efConstruction=200, ef=64), on loopback. One query at a
-time (latency, not throughput: bench/search_load.py measures load). The model runs with the server's setting (one
+time (latency, not throughput: bench/search_load.py measures load). Each collection's recall@10 against exact
+search (`imgsearch eval ann`) is recorded beside its latency. The model runs with the server's setting (one
 torch thread); the query images are real camera-size JPEGs.
 """
 
@@ -55,6 +56,12 @@ def _measure(db: str, queries: list[bytes], embedder, reps: int) -> dict:
             "embed": percentiles(embed_s), "search": percentiles(search_s)}
 
 
+def _ann(db: str) -> float:
+    from imgsearch.evaluation import run_ann
+
+    return round(run_ann(db, queries=200, k=10).metrics["recall@10"], 4)
+
+
 def run(quick: bool = False) -> dict:
     from bench.datasets import camera_jpegs
     from bench.pca import real_embeddings, synthetic_dataset
@@ -75,7 +82,7 @@ def run(quick: bool = False) -> dict:
             lite = str(tmp / f"lite-{n}.db")
             load_s = _load(lite, emb_dir)
             r = _measure(lite, queries, embedder, reps)
-            r["load_s"] = round(load_s, 1)
+            r["load_s"], r["ann_recall_at_10"] = round(load_s, 1), _ann(lite)
             results[f"lite_{n}"] = r
             log(f"search-latency: Milvus Lite {n:,}: total p50 {r['total']['p50_ms']} ms, p99 {r['total']['p99_ms']} "
                 f"ms (search p50 {r['search']['p50_ms']} ms)")
@@ -85,6 +92,7 @@ def run(quick: bool = False) -> dict:
             with milvus_standalone(tmp / f"milvus-{n}", port=19530) as uri:
                 load_s = _load(uri, emb_dir)
                 r = _measure(uri, queries, embedder, reps)
+                r["ann_recall_at_10"] = _ann(uri)
             r["load_s"] = round(load_s, 1)
             results[f"server_{n}"] = r
             log(f"search-latency: milvus-server {n:,}: total p50 {r['total']['p50_ms']} ms, p99 "

@@ -19,3 +19,25 @@ def test_search_load_quick_runs_without_errors():
     assert sec["quick"] is True and sec["total_errors"] == 0
     assert {p["mode"] for p in sec["phases"]} == {"closed", "open"}
     assert all(p["requests"] > 0 and p["p50_ms"] > 0 for p in sec["phases"])
+
+
+def _quick(name: str, section: str) -> dict:
+    res = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sec = json.loads((REPO / "bench" / "results-quick.json").read_text())["sections"][section]
+    assert sec["quick"] is True
+    return sec
+
+
+def test_indexing_quick_records_forward_end_to_end_and_ratio():
+    sec = _quick("indexing", "indexing")
+    assert sec["images"] == 256 and sec["forward_img_per_s"] > 0 and sec["e2e_img_per_s"] > 0
+    assert sec["e2e_over_forward_ratio"] == round(sec["e2e_img_per_s"] / sec["forward_img_per_s"], 3)
+
+
+def test_search_latency_quick_measures_lite_and_server():
+    sec = _quick("search-latency", "search_latency")
+    runs = [v for v in sec.values() if isinstance(v, dict) and "total" in v]
+    assert runs and all(r["vectors"] == 2000 and r["total"]["p50_ms"] > 0 for r in runs)
+    assert all(0 < r["ann_recall_at_10"] <= 1 for r in runs)

@@ -148,6 +148,11 @@ def _to_resizable(im: Image.Image) -> Image.Image:
     return im.convert("L" if mode == "1" else "RGB")
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB the way indexing sees it (transparency on white, 16-bit rescaled), full size."""
+    return _finish_rgb(_to_resizable(im))
+
+
 def _finish_rgb(im: Image.Image) -> Image.Image:
     """The resized image as 8-bit RGB, transparency composited on white."""
     if im.mode in ("RGBA", "LA"):

@@ -50,7 +50,6 @@ def embed(src: str, out: str, model: str, *, weights: str | None = None, overwri
     """
     if engine not in ("local", "spark"):
         raise ImgSearchError(f"unknown engine {engine!r}: use local or spark")
-    s = get_settings()
     opts = spark or SparkOptions()
     if is_remote(out):  # a Hadoop URI: written afresh by Spark's committer (incremental runs need a local folder)
         if engine != "spark":
@@ -70,12 +69,12 @@ def embed(src: str, out: str, model: str, *, weights: str | None = None, overwri
             raise DatasetError(f"{out} holds embeddings of {', '.join(sorted(state.models))}; a dataset holds one "
                                "model: choose another --out, or --overwrite")
         records, unreadable, unlisted, skipped, root = _list_source(src, engine, opts)
-        plan = catalog.plan_run(records + list(unreadable), state, root, retry_failed=retry_failed,
-                                unlisted=unlisted)
+        plan = catalog.plan_run(records + [rec for rec, _ in unreadable.values()], state, root,
+                                retry_failed=retry_failed, unlisted=unlisted)
         listing_failed = [r for r in plan.todo if r.id in unreadable]
         todo = [r for r in plan.todo if r.id not in unreadable]
         if listing_failed:
-            dset.write_part(failure_table([Outcome(r, error=unreadable[r]) for r in listing_failed], spec.name,
+            dset.write_part(failure_table([Outcome(r, error=unreadable[r.id][1]) for r in listing_failed], spec.name,
                                           spec.dim), out_dir)
         if not todo:
             rep = EmbedReport(out_dir=out_dir, model=spec.name, dim=spec.dim)
@@ -87,7 +86,7 @@ def embed(src: str, out: str, model: str, *, weights: str | None = None, overwri
         else:
             rep = embed_records(todo, out_dir, make_embedder(model, weights), batch_size=batch_size,
                                 workers=workers, progress=progress)
-        rep.failures = [(r.uri, unreadable[r]) for r in listing_failed] + rep.failures
+        rep.failures = [(r.uri, unreadable[r.id][1]) for r in listing_failed] + rep.failures
         rep.failed = len(rep.failures)
         catalog.compact(out_dir, plan, sync=sync)
     rep.skipped_non_images = skipped
@@ -98,19 +97,9 @@ def embed(src: str, out: str, model: str, *, weights: str | None = None, overwri
     return rep
 
 
-class _Unreadable(dict):
-    """FileRecord -> reason for entries the listing could not stat; `id in` works too."""
-
-    def __init__(self, items: list[tuple[FileRecord, str]]):
-        super().__init__(items)
-        self._ids = {r.id for r in self}
-
-    def __contains__(self, key) -> bool:
-        return key in self._ids if isinstance(key, str) else dict.__contains__(self, key)
-
-
 def _list_source(src: str, engine: str, opts: SparkOptions):
-    """(records, unreadable entries, folders that could not be listed, non-images skipped, root URI)."""
+    """(records, {id: (record, reason)} of entries that could not be stat'ed, folders that could not be listed,
+    non-images skipped, root URI)."""
     if is_remote(src):
         if engine != "spark":
             raise SourceError(f"{src}: the local engine reads local folders only; use --engine spark")
@@ -118,13 +107,14 @@ def _list_source(src: str, engine: str, opts: SparkOptions):
 
         files = list_files_spark(src, opts.master, opts.conf)
         records = [r for r in files if is_candidate(r.uri, b"")]
-        return records, _Unreadable([]), [], len(files) - len(records), normalize_uri(src).rstrip("/")
+        return records, {}, [], len(files) - len(records), normalize_uri(src).rstrip("/")
     listing = ListingReport()
     records = list(list_images(src, listing))
-    unreadable = [(FileRecord(uri, image_id(uri), None, None), reason) for uri, reason in listing.unreadable or []]
+    unreadable = {image_id(uri): (FileRecord(uri, image_id(uri), None, None), reason)
+                  for uri, reason in listing.unreadable or []}
     unlisted = [uri for uri, reason in listing.unreadable or [] if reason.startswith("cannot list folder")]
     root = path_to_uri(uri_to_path(normalize_uri(src)) if src.startswith("file:") else src)
-    return records, _Unreadable(unreadable), unlisted, listing.skipped_non_images, root
+    return records, unreadable, unlisted, listing.skipped_non_images, root
 
 
 def _spark_job(model: str, weights: str | None, batch_size: int | None):

@@ -60,7 +60,9 @@ def write_sample_photos(out: str | Path) -> list[Path]:
 
 def make_variant(im: Image.Image, kind: str) -> tuple[Image.Image, dict]:
     """One modified copy of a photo and the save options to use for it."""
-    im = im.convert("RGB")
+    from imgsearch.imaging import to_rgb
+
+    im = to_rgb(im)  # transparency on white, as indexing sees the original
     w, h = im.size
     if kind in ("crop80", "crop90"):
         f = int(kind[4:]) / 100
