@@ -50,7 +50,7 @@ def save(section: str, figures: dict, quick: bool) -> Path:
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = machine()
     data.setdefault("sections", {})[section] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                                "quick": quick, **figures}
+                                                "git": _git_rev(), "quick": quick, **figures}
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 

@@ -127,7 +127,7 @@ def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, pho
         with open_store(uri) as st:
             info = st.collection_for(None)
             assert info.count == 42
-            return [[h.id for h in hits] for hits in st.search(info, qvecs, 5)], info.index_type
+            return [[h.id for h in hits] for hits in st.search(info, qvecs, 5, consistency="Strong")], info.index_type
 
     lite_top, lite_index = top5(str(lite))
     with milvus_standalone(tmp_path / "milvus-data", port=19530) as uri:

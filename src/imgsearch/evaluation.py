@@ -210,7 +210,7 @@ def run_ann(db: str, *, queries: int = 200, k: int = 10, model: str | None = Non
         x = np.asarray(vecs, np.float32).reshape(len(ids), info.dim)
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-        hits = store.search(info, x[pick], k)
+        hits = store.search(info, x[pick], k, consistency="Strong")
     exact = top_k(x[pick], x, k)
     ann_ids = [[h.id for h in row] for row in hits]
     exact_ids = [[ids[j] for j in row] for row in exact]

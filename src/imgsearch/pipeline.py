@@ -336,7 +336,7 @@ def search(image_path: str, db: str, k: int, *, model: str | None = None, weight
         vec = query_vector(embedder, image_path)
         if reducer is not None:
             vec = reducer.transform(vec)
-        hits = store.search(info, vec, k)[0]
+        hits = store.search(info, vec, k, consistency="Strong")[0]  # a one-off query sees every finished write
     return SearchResult(info, hits)
 
 

@@ -250,14 +250,19 @@ class Store:
             self.client.flush(name)
 
     # -- reading --------------------------------------------------------------------------------------------------
-    def search(self, info: CollectionInfo, vectors: np.ndarray, k: int, path_prefix: str | None = None) -> list[list[Hit]]:
+    def search(self, info: CollectionInfo, vectors: np.ndarray, k: int, path_prefix: str | None = None,
+               consistency: str = "Bounded") -> list[list[Hit]]:
+        """Top-k per query vector. `consistency`: a Milvus server's "Strong" waits for the next time tick (up to
+        ~200 ms) so that every write acknowledged before is seen; "Bounded" (the service's choice) answers at once and
+        sees writes within a few seconds. Milvus Lite answers at once either way."""
         if vectors.ndim != 2 or vectors.shape[1] != info.dim:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
         flt = _prefix_filter(path_prefix) if path_prefix else ""
         params = {"metric_type": METRIC, "params": {"ef": max(64, k)} if info.index_type == "HNSW" else {}}
         res = self.client.search(info.name, data=[v.tolist() for v in unit_rows(vectors.astype(np.float32))], limit=k,
-                                 output_fields=["path"], search_params=params, filter=flt)
+                                 output_fields=["path"], search_params=params, filter=flt,
+                                 consistency_level=consistency)
         return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
 
     def get(self, info: CollectionInfo, ids: list[str], with_vectors: bool = False) -> list[dict]:
