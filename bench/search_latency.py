@@ -56,10 +56,10 @@ def _measure(db: str, queries: list[bytes], embedder, reps: int) -> dict:
             "embed": percentiles(embed_s), "search": percentiles(search_s)}
 
 
-def _ann(db: str) -> float:
+def _ann(db: str, emb_dir: Path) -> float:
     from imgsearch.evaluation import run_ann
 
-    return round(run_ann(db, queries=200, k=10).metrics["recall@10"], 4)
+    return round(run_ann(db, queries=200, k=10, data=str(emb_dir)).metrics["recall@10"], 4)
 
 
 def run(quick: bool = False) -> dict:
@@ -82,7 +82,7 @@ def run(quick: bool = False) -> dict:
             lite = str(tmp / f"lite-{n}.db")
             load_s = _load(lite, emb_dir)
             r = _measure(lite, queries, embedder, reps)
-            r["load_s"], r["ann_recall_at_10"] = round(load_s, 1), _ann(lite)
+            r["load_s"], r["ann_recall_at_10"] = round(load_s, 1), _ann(lite, emb_dir)
             results[f"lite_{n}"] = r
             log(f"search-latency: Milvus Lite {n:,}: total p50 {r['total']['p50_ms']} ms, p99 {r['total']['p99_ms']} "
                 f"ms (search p50 {r['search']['p50_ms']} ms)")
@@ -92,7 +92,7 @@ def run(quick: bool = False) -> dict:
             with milvus_standalone(tmp / f"milvus-{n}", port=19530) as uri:
                 load_s = _load(uri, emb_dir)
                 r = _measure(uri, queries, embedder, reps)
-                r["ann_recall_at_10"] = _ann(uri)
+                r["ann_recall_at_10"] = _ann(uri, emb_dir)
             r["load_s"] = round(load_s, 1)
             results[f"server_{n}"] = r
             log(f"search-latency: milvus-server {n:,}: total p50 {r['total']['p50_ms']} ms, p99 "

@@ -32,6 +32,16 @@ def lite0():
     return create_model("efficientnet_lite0", device="cpu", precision="fp32")
 
 
+def copy_photos(paths, dest: Path) -> Path:
+    """Copy photos into a (new) folder and return it."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        shutil.copy(p, dest / p.name)
+    return dest
+
+
 def index_photos(tmp_path_factory, photo_paths, name: str) -> tuple[Path, Path]:
     """Copy the sample photos into a fresh folder and index them into a fresh Milvus Lite file: (db, folder)."""
     import shutil

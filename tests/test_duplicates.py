@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 from imgsearch.duplicates import find_groups, pair_scores
 from imgsearch.samples import write_variants
 from imgsearch.sources import path_to_uri
@@ -28,10 +27,7 @@ def test_groups_are_connected_components():
 
 @pytest.mark.slow
 def test_duplicates_command_finds_the_groups(tmp_path, photo_paths):
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths, tmp_path / "src")
     kinds = ("resize50", "resize25", "jpeg40", "jpeg30", "crop90")
     made = write_variants(photo_paths, src / "copies", kinds=kinds)
     db = str(tmp_path / "dup.db")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 from imgsearch.evaluation import ann_recall, labelled_metrics, near_dup_recall
 
 # unit directions: a0 = (1, 0), a1 ~ (0.994, 0.110), b0 ~ (0.0995, 0.995), b1 = (0.707, 0.707)
@@ -42,10 +42,7 @@ def test_eval_commands_on_real_folders(tmp_path, photo_paths):
     # unlabelled: near-duplicate retrieval of edited copies among the photos + 200 face photos as distractors
     from imgsearch.samples import write_lfw_faces
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, photos / p.name)
+    photos = copy_photos(photo_paths, tmp_path / "photos")
     write_lfw_faces(tmp_path / "faces")
     res = run_cli("eval", "near-dup", str(photos), "--distractors", str(tmp_path / "faces"), "--json",
                   "--save", str(tmp_path / "nd.json"))

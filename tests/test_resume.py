@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from bench.kill_resume import kill_cycles
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 from imgsearch import samples
 from imgsearch.sources import image_id, path_to_uri
 from imgsearch.store import open_store
@@ -21,10 +21,7 @@ ROWS_PER_PART, BATCH = 16, 8
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, photo_paths):
     """221 real images: the 21 sample photos and 200 LFW face photos."""
-    src = tmp_path_factory.mktemp("kill") / "images"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths, tmp_path_factory.mktemp("kill") / "images")
     samples.write_lfw_faces(src / "faces")
     return src
 
@@ -52,10 +49,7 @@ def _embedded(stderr: str) -> int:
 
 
 def test_incremental_add_modify_delete_noop(tmp_path, photo_paths):
-    src, db = tmp_path / "src", str(tmp_path / "inc.db")
-    src.mkdir()
-    for p in photo_paths[:12]:
-        shutil.copy(p, src / p.name)
+    src, db = copy_photos(photo_paths[:12], tmp_path / "src"), str(tmp_path / "inc.db")
     first = run_cli("index", str(src), "--db", db)
     assert first.returncode == 0 and _embedded(first.stderr) == 12, first.stderr
 
@@ -93,10 +87,7 @@ def test_incremental_add_modify_delete_noop(tmp_path, photo_paths):
 def test_embed_out_is_incremental_too(tmp_path, photo_paths):
     from imgsearch import dataset as dset
 
-    src, out = tmp_path / "src", tmp_path / "emb"
-    src.mkdir()
-    for p in photo_paths[:3]:
-        shutil.copy(p, src / p.name)
+    src, out = copy_photos(photo_paths[:3], tmp_path / "src"), tmp_path / "emb"
     assert run_cli("embed", str(src), "--out", str(out)).returncode == 0
     shutil.copy(photo_paths[3], src / photo_paths[3].name)
     res = run_cli("embed", str(src), "--out", str(out))
@@ -110,10 +101,7 @@ def test_embed_out_is_incremental_too(tmp_path, photo_paths):
 
 def test_repairs_a_collection_that_lost_vectors(tmp_path, photo_paths):
     """Milvus is rebuilt from the dataset: vectors deleted behind imgsearch's back come back on the next run."""
-    src, db = tmp_path / "src", str(tmp_path / "rep.db")
-    src.mkdir()
-    for p in photo_paths[:6]:
-        shutil.copy(p, src / p.name)
+    src, db = copy_photos(photo_paths[:6], tmp_path / "src"), str(tmp_path / "rep.db")
     assert run_cli("index", str(src), "--db", db).returncode == 0
     lost = [image_id(path_to_uri(src / photo_paths[i].name)) for i in (1, 2)]
     with open_store(db) as store:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import hostile
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 from imgsearch.sources import image_id, path_to_uri
 from imgsearch.store import open_store
 
@@ -87,10 +87,7 @@ def test_file_deleted_while_job_runs(tmp_path, photo_paths, monkeypatch):
     --sync rerun then forgets it."""
     from imgsearch import pipeline
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in photo_paths[:6]:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths[:6], tmp_path / "src")
     victim = src / photo_paths[2].name
     real = pipeline.list_images
 

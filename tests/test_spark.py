@@ -20,7 +20,7 @@ from imgsearch.samples import write_variants  # noqa: E402
 from imgsearch.sources import path_to_uri  # noqa: E402
 from imgsearch.store import open_store  # noqa: E402
 
-from conftest import run_cli  # noqa: E402
+from conftest import copy_photos, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -207,10 +207,7 @@ def test_spark_kill9_then_rerun_equals_clean_run(tmp_path, photo_paths):
     from bench.kill_resume import kill_cycles
     from imgsearch import samples
 
-    src = tmp_path / "images"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths, tmp_path / "images")
     samples.write_lfw_faces(src / "faces")
     env = {"IMGSEARCH_BATCH_SIZE": "8"}
     r = kill_cycles(src, tmp_path / "work", total=221, kills=2, seed=3, engine="spark", startup=(1.0, 8.0),

@@ -196,18 +196,20 @@ def run_labelled(folder: str, model: str, *, weights: str | None = None) -> Eval
 
 
 def run_ann(db: str, *, queries: int = 200, k: int = 10, model: str | None = None, collection: str | None = None,
-            seed: int = 0) -> EvalReport:
-    """The collection's index against exact search, with stored vectors as queries."""
+            seed: int = 0, data: str | None = None) -> EvalReport:
+    """The collection's index against exact search, with stored vectors as queries.
+
+    The exact side needs every vector: read from the embeddings dataset when it holds exactly the collection's rows
+    (`data`, or the one `index` keeps beside the database: fast), else pulled out of Milvus (slow for big collections).
+    """
+    from imgsearch.pipeline import collection_vectors
     from imgsearch.store import open_store
 
     started = time.perf_counter()
     with open_store(db) as store:
         info = store.collection_for(model, collection)
-        ids, vecs = [], []
-        for batch in store.rows(info.name, ["vector"]):
-            ids += [r["id"] for r in batch]
-            vecs += [r["vector"] for r in batch]
-        x = np.asarray(vecs, np.float32).reshape(len(ids), info.dim)
+        cols, x = collection_vectors(store, db, info, ["id"], data=data)
+        ids = cols["id"]
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
         hits = store.search(info, x[pick], k, consistency="Strong")

@@ -293,15 +293,44 @@ def duplicates(db: str, *, threshold: float | None = None, model: str | None = N
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0 < t <= 1:
         raise ImgSearchError(f"--threshold is a cosine similarity in (0, 1], got {t}")
+    keep = ["id", "path", "width", "height", "bytes"]
     with open_store(db) as store:
         info = store.collection_for(model, collection)
-        rows = [r for batch in store.rows(info.name, ["path", "vector", "width", "height", "bytes"]) for r in batch]
-    vectors = np.asarray([r["vector"] for r in rows], np.float32).reshape(len(rows), info.dim)
-    groups = find_groups(vectors, t, pixels=[r["width"] * r["height"] for r in rows])
-    keep = ("id", "path", "width", "height", "bytes")
-    return {"collection": info.name, "images": len(rows), "threshold": t,
+        cols, vectors = collection_vectors(store, db, info, keep)
+    groups = find_groups(vectors, t, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
+    return {"collection": info.name, "images": len(vectors), "threshold": t,
             "groups": [{"size": len(g.members), "min_similarity": g.min_link,
-                        "images": [{k: rows[i][k] for k in keep} for i in g.members]} for g in groups]}
+                        "images": [{k: cols[k][i] for k in keep} for i in g.members]} for g in groups]}
+
+
+def collection_vectors(store, db: str, info: CollectionInfo, columns: list[str], data: str | None = None
+                       ) -> tuple[dict[str, list], np.ndarray]:
+    """Every vector of a collection with some columns, for whole-collection work (duplicates, exact search).
+
+    Read from the embeddings dataset when it holds exactly the collection's rows (`data`, or the one `index` keeps
+    beside the database): fast. Otherwise pulled out of Milvus, which is slow for big collections."""
+    folder = Path(data) if data else embeddings_dir_for(db, info.model)
+    if not info.reducer and dset.has_data(folder):
+        cols: dict[str, list] = {c: [] for c in columns}
+        vecs = []
+        for b in dset.iter_embedded(folder, columns=tuple(dict.fromkeys([*columns, "id", "vector", "model"]))):
+            if b.num_rows and b.column("model")[0].as_py() != info.model:
+                break
+            for c in columns:
+                cols[c] += b.column(c).to_pylist()
+            vecs.append(dset.vectors_of(b))
+        else:
+            x = np.concatenate(vecs) if vecs else np.zeros((0, info.dim), np.float32)
+            if len(x) == info.count and x.shape[1] == info.dim and len(set(cols.get("id") or [])) in (0, len(x)):
+                return cols, x
+    cols = {c: [] for c in columns}
+    vecs = []
+    for batch in store.rows(info.name, [c for c in columns if c != "id"] + ["vector"]):
+        for r in batch:
+            for c in columns:
+                cols[c].append(r[c])
+            vecs.append(r["vector"])
+    return cols, np.asarray(vecs, np.float32).reshape(len(vecs), info.dim)
 
 
 @dataclass
