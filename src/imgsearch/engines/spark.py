@@ -312,7 +312,8 @@ def embed_files_spark(src: str, out: str, job: SparkJob, *, todo: list[FileRecor
         new_parts = [p for p in dset.part_files(local_out) if p not in before]
         rows = dset.read_rows(new_parts, columns=["id", "path", "error"])
         if todo is not None:
-            missing = [r for r in todo if r.id not in set(rows["id"])]
+            written = set(rows["id"])
+            missing = [r for r in todo if r.id not in written]
             if missing:
                 dset.write_part(_unread_rows(missing, spec), local_out)
                 rows["id"] += [r.id for r in missing]
