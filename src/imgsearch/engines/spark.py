@@ -121,9 +121,10 @@ def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Ite
             yield from _emit(emb, *previous.result())
 
     chunk: list = []
-    from imgsearch.engines.local import lower_priority
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode", initializer=lower_priority) as pool:
+    # Unlike the local engine's, this decode thread keeps normal priority: it works only one chunk ahead, so at a
+    # lower priority it waits behind the model's thread and the two run in turn (measured on 8,192 images: 75.0 s
+    # with a lower priority, 66.5 s without).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsearch-decode") as pool:
         for batch in batches:
             contents = batch.column("content")
             for i, rec in _file_records(batch):
