@@ -44,15 +44,10 @@ def copy_photos(paths, dest: Path) -> Path:
 
 def index_photos(tmp_path_factory, photo_paths, name: str) -> tuple[Path, Path]:
     """Copy the sample photos into a fresh folder and index them into a fresh Milvus Lite file: (db, folder)."""
-    import shutil
-
     from imgsearch import pipeline
 
     work = tmp_path_factory.mktemp(name)
-    src = work / "photos"
-    src.mkdir()
-    for p in photo_paths:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths, work / "photos")
     db = work / f"{name}.db"
     pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
     return db, src

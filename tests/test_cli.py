@@ -7,6 +7,7 @@ import pytest
 
 from imgsearch import dataset as dset
 from imgsearch.sources import image_id, path_to_uri
+from conftest import copy_photos
 
 pytestmark = pytest.mark.slow
 
@@ -14,9 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def messy_dir(tmp_path_factory, photo_paths):
     """Real photos plus a truncated JPEG, an empty file, text named .jpg, and a README that is not an image."""
-    d = tmp_path_factory.mktemp("messy")
-    for p in photo_paths:
-        shutil.copy(p, d / p.name)
+    d = copy_photos(photo_paths, tmp_path_factory.mktemp("messy"))
     jpeg = (d / "sklearn_china.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     (d / "empty.png").write_bytes(b"")
@@ -113,10 +112,7 @@ def test_resnet50_cli_with_made_weights(tmp_path, photo_paths, cli):
     import torch
     import torchvision
 
-    src = tmp_path / "few"
-    src.mkdir()
-    for p in photo_paths[:3]:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths[:3], tmp_path / "few")
     weights = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
     res = cli("embed", str(src), "--out", str(tmp_path / "o"), "--model", "resnet50", "--weights", str(weights),

@@ -1,30 +1,23 @@
 """The served database file is owned by the server: a second writer gets a clear message and the data is intact."""
 
 import json
-import shutil
 import urllib.request
 
 import pytest
 
 from imgsearch import pipeline
 
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 from imgsearch.server.live import live_server
 
 pytestmark = pytest.mark.slow
 
 
 def test_index_while_serving_fails_clearly_and_loses_nothing(tmp_path, photo_paths):
-    src = tmp_path / "photos"
-    src.mkdir()
-    for p in photo_paths[:5]:
-        shutil.copy(p, src / p.name)
+    src = copy_photos(photo_paths[:5], tmp_path / "photos")
     db = tmp_path / "live.db"
     pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
-    more = tmp_path / "more"
-    more.mkdir()
-    for p in photo_paths[5:8]:
-        shutil.copy(p, more / p.name)
+    more = copy_photos(photo_paths[5:8], tmp_path / "more")
     with live_server(db) as url:
         res = run_cli("index", str(more), "--db", str(db))
         assert res.returncode == 1

@@ -14,7 +14,7 @@ from imgsearch.samples import VARIANTS, write_lfw_faces, write_variants
 from imgsearch.sources import path_to_uri
 from imgsearch.store import open_store
 
-from conftest import run_cli
+from conftest import copy_photos, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, photo_paths):
     """21 real photos + 200 real face photos (distractors)."""
-    d = tmp_path_factory.mktemp("pca-src")
-    for p in photo_paths:
-        shutil.copy(p, d / p.name)
+    d = copy_photos(photo_paths, tmp_path_factory.mktemp("pca-src"))
     write_lfw_faces(d / "faces")
     return d
 

@@ -53,8 +53,7 @@ def test_incremental_add_modify_delete_noop(tmp_path, photo_paths):
     first = run_cli("index", str(src), "--db", db)
     assert first.returncode == 0 and _embedded(first.stderr) == 12, first.stderr
 
-    for p in photo_paths[12:17]:  # add 5
-        shutil.copy(p, src / p.name)
+    copy_photos(photo_paths[12:17], src)  # add 5
     added = run_cli("index", str(src), "--db", db)
     assert "5 new, 0 changed, 12 unchanged" in added.stderr and _embedded(added.stderr) == 5, added.stderr
 

@@ -42,9 +42,7 @@ def worker_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, photo_paths):
     """42 real photographs (21 originals + an 80% crop of each) and a corrupt JPEG."""
-    d = tmp_path_factory.mktemp("spark-src")
-    for p in photo_paths:
-        shutil.copy(p, d / p.name)
+    d = copy_photos(photo_paths, tmp_path_factory.mktemp("spark-src"))
     write_variants(photo_paths, d / "crops", kinds=("crop80",))
     jpeg = (d / "sklearn_flower.jpg").read_bytes()
     (d / "corrupt.jpg").write_bytes(jpeg[:2000])

@@ -54,6 +54,13 @@ class State:
     part_paths: list[Path]
     models: set[str]
 
+    def current(self) -> dict[str, tuple[Key, bool]]:
+        """id -> (key, failed) of its newest row (parts are read newest first)."""
+        out: dict[str, tuple[Key, bool]] = {}
+        for fid, key, failed in zip(self.ids, self.keys, self.failed):
+            out.setdefault(fid, (key, failed))
+        return out
+
 
 def read_state(folder: str | os.PathLike[str]) -> State:
     """Every row's id, path, (size, mtime) and outcome, parts read newest first (so the newest row of an id wins)."""
@@ -98,10 +105,7 @@ class Plan:
 
 def plan_run(records: list[FileRecord], state: State, root: str, *, retry_failed: bool = False,
              unlisted: list[str] | None = None) -> Plan:
-    current: dict[str, tuple[Key, bool]] = {}
-    for i, fid in enumerate(state.ids):
-        if fid not in current:  # newest part first: its row wins
-            current[fid] = (state.keys[i], state.failed[i])
+    current = state.current()
     # A file is done if any of its rows matches it (a crash may leave an old and a new row side by side); the newest
     # matching row says whether it failed.
     done: dict[tuple[str, Key], bool] = {}

@@ -18,8 +18,8 @@ from imgsearch.core import FileRecord, Outcome, decode_record, failure_table
 from imgsearch.engines.local import EmbedReport, embed_records
 from imgsearch.errors import DatasetError, ImgSearchError, ModelError, SourceError, StoreError
 from imgsearch.models import Embedder, create_model, get_spec
-from imgsearch.sources import (ListingReport, image_id, is_remote, list_images, normalize_uri, path_to_uri, read_bytes,
-                               uri_to_path)
+from imgsearch.sources import (ListingReport, image_id, is_remote, list_images, looks_like_image, normalize_uri,
+                               path_to_uri, read_bytes, uri_to_path)
 from imgsearch.store import CollectionInfo, Hit, is_server_uri, open_store
 
 
@@ -103,10 +103,10 @@ def _list_source(src: str, engine: str, opts: SparkOptions):
     if is_remote(src):
         if engine != "spark":
             raise SourceError(f"{src}: the local engine reads local folders only; use --engine spark")
-        from imgsearch.engines.spark import is_candidate, list_files_spark
+        from imgsearch.engines.spark import list_files_spark
 
         files = list_files_spark(src, opts.master, opts.conf)
-        records = [r for r in files if is_candidate(r.uri, b"")]
+        records = [r for r in files if looks_like_image(r.uri.rsplit("/", 1)[-1])]
         return records, {}, [], len(files) - len(records), normalize_uri(src).rstrip("/")
     listing = ListingReport()
     records = list(list_images(src, listing))
@@ -195,10 +195,15 @@ class IndexReport:
     embeddings: str = ""  # where the Parquet dataset (the record of what is indexed) lives
 
 
+def embeddings_root_for(db: str) -> Path:
+    """The folder holding the Parquet datasets `index` keeps beside a database, one per model."""
+    name = Path(db).stem if not is_server_uri(db) else re.sub(r"[^0-9A-Za-z.-]+", "_", db.split("://", 1)[-1])
+    return data_dir_for(db) / f"{name}.embeddings"
+
+
 def embeddings_dir_for(db: str, model: str) -> Path:
     """The Parquet dataset `index` keeps beside a database: what makes reruns incremental and Milvus repairable."""
-    name = Path(db).stem if not is_server_uri(db) else re.sub(r"[^0-9A-Za-z.-]+", "_", db.split("://", 1)[-1])
-    return data_dir_for(db) / f"{name}.embeddings" / model
+    return embeddings_root_for(db) / model
 
 
 def index(src: str, db: str, model: str, *, weights: str | None = None, out: str | None = None,
@@ -242,10 +247,7 @@ def sync_store(data_dir: str, db: str, model: str, rep: EmbedReport | None = Non
     """Make the model's collection match the embeddings dataset: upsert rows Milvus lacks or holds in another version
     (size/mtime differ), delete ids whose file now fails to decode and, with `sync`, ids under the source that the
     dataset no longer holds. Every step is idempotent, so a crash anywhere is repaired by the next run."""
-    state = catalog.read_state(data_dir)
-    current: dict[str, tuple[catalog.Key, bool]] = {}
-    for fid, key, failed in zip(state.ids, state.keys, state.failed):
-        current.setdefault(fid, (key, failed))
+    current = catalog.read_state(data_dir).current()
     spec = get_spec(model)
     root = getattr(rep, "root", None)
     with open_store(db, create=True) as store:
@@ -271,7 +273,7 @@ def failures(db: str, *, data: str | None = None, model: str | None = None) -> l
     if data is not None:
         folders = [Path(data)]
     else:
-        base = embeddings_dir_for(db, "x").parent
+        base = embeddings_root_for(db)
         folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         if not folders:
             raise DatasetError(f"no embeddings recorded for {db} (looked in {base}); run 'imgsearch index' first, "

@@ -145,15 +145,21 @@ def _walk(root: Path, report: ListingReport) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
+def looks_like_image(name: str, head: bytes = b"") -> bool:
+    """The candidate rule every engine applies: an image extension, or an image signature in the first bytes."""
+    dot = name.rfind(".")
+    return (dot >= 0 and name[dot:].lower() in IMAGE_EXTENSIONS) or sniff_format(head[:SNIFF_BYTES]) is not None
+
+
 def _is_candidate(path: Path, report: ListingReport) -> bool:
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
+    if looks_like_image(path.name):
         return True
     try:
         with open(path, "rb") as fh:
             head = fh.read(SNIFF_BYTES)
     except OSError:
         return False  # not an image by name, and unreadable: nothing to say about it
-    return sniff_format(head) is not None
+    return looks_like_image("", head)
 
 
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:

@@ -21,8 +21,8 @@ from imgsearch.core import WORKER_LOG_ENV, FileRecord, decode_record, embed_outc
 from imgsearch.engines.local import EmbedReport
 from imgsearch.dataset import SCHEMA
 from imgsearch.errors import DatasetError, ImgSearchError
-from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
-from imgsearch.sources import image_id, normalize_uri
+from imgsearch.imaging import SNIFF_BYTES
+from imgsearch.sources import image_id, looks_like_image, normalize_uri
 
 # Spark's view of dataset.SCHEMA (the same columns and types).
 SPARK_SCHEMA = ("id string, path string, vector array<float>, model string, dim int, width int, height int, "
@@ -76,13 +76,6 @@ def worker_embedder(job: SparkJob):
     return emb
 
 
-def is_candidate(uri: str, head: bytes) -> bool:
-    """Same rule as the local engine: an image extension, or an image signature in the first bytes."""
-    name = uri.rsplit("/", 1)[-1].lower()
-    dot = name.rfind(".")
-    return (dot >= 0 and name[dot:] in IMAGE_EXTENSIONS) or sniff_format(head[:SNIFF_BYTES]) is not None
-
-
 def _file_records(batch: pa.RecordBatch) -> Iterator[tuple[int, FileRecord]]:
     """(row index, FileRecord) for each binaryFile row, its Hadoop path normalised as the local engine does."""
     paths = batch.column("path").to_pylist()
@@ -129,7 +122,7 @@ def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: SparkJob) -> Ite
             contents = batch.column("content")
             for i, rec in _file_records(batch):
                 data = contents[i].as_py() or b""
-                if is_candidate(rec.uri, data[:SNIFF_BYTES]):
+                if looks_like_image(rec.uri.rsplit("/", 1)[-1], data[:SNIFF_BYTES]):
                     chunk.append((rec, data))
                 if len(chunk) >= job.batch_size:
                     yield from step(chunk)
@@ -146,7 +139,7 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], job: SparkJob, limit: int)
     spec = get_spec(job.model)
     for batch in batches:
         outcomes = [Outcome(rec, error=f"file larger than {limit:,} bytes")
-                    for _, rec in _file_records(batch) if is_candidate(rec.uri, b"")]
+                    for _, rec in _file_records(batch) if looks_like_image(rec.uri.rsplit("/", 1)[-1])]
         if outcomes:
             yield from _failure_rows(outcomes, spec).to_batches()
 
