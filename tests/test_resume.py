@@ -110,3 +110,18 @@ def test_repairs_a_collection_that_lost_vectors(tmp_path, photo_paths):
     with open_store(db) as store:
         info = store.collection_for(None)
         assert info.count == 6 and len(store.get(info, lost)) == 2
+
+
+def test_a_run_syncs_only_its_own_source(tmp_path, photo_paths):
+    """A dataset shared by two sources (one --out, or the one kept for a server URI that now answers with an empty
+    server): indexing B must not pour A's images into B's database."""
+    a = copy_photos(photo_paths[:3], tmp_path / "a")
+    b = copy_photos(photo_paths[3:5], tmp_path / "b")
+    out = str(tmp_path / "shared")
+    assert run_cli("index", str(a), "--db", str(tmp_path / "one.db"), "--out", out).returncode == 0
+    res = run_cli("index", str(b), "--db", str(tmp_path / "two.db"), "--out", out)
+    assert res.returncode == 0, res.stderr
+    with open_store(str(tmp_path / "two.db")) as store:
+        info = store.collection_for(None)
+        assert info.count == 2
+        assert len(store.get(info, [image_id(path_to_uri(b / p.name)) for p in photo_paths[3:5]])) == 2

@@ -54,11 +54,12 @@ class State:
     part_paths: list[Path]
     models: set[str]
 
-    def current(self) -> dict[str, tuple[Key, bool]]:
-        """id -> (key, failed) of its newest row (parts are read newest first)."""
+    def current(self, root: str | None = None) -> dict[str, tuple[Key, bool]]:
+        """id -> (key, failed) of its newest row (parts are read newest first); only files under `root` if given."""
         out: dict[str, tuple[Key, bool]] = {}
-        for fid, key, failed in zip(self.ids, self.keys, self.failed):
-            out.setdefault(fid, (key, failed))
+        for fid, path, key, failed in zip(self.ids, self.paths, self.keys, self.failed):
+            if root is None or under(path, root):
+                out.setdefault(fid, (key, failed))
         return out
 
 

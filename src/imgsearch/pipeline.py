@@ -244,12 +244,14 @@ def index(src: str, db: str, model: str, *, weights: str | None = None, out: str
 
 def sync_store(data_dir: str, db: str, model: str, rep: EmbedReport | None = None, *, sync: bool = False,
                force: bool = False) -> LoadReport:
-    """Make the model's collection match the embeddings dataset: upsert rows Milvus lacks or holds in another version
-    (size/mtime differ), delete ids whose file now fails to decode and, with `sync`, ids under the source that the
-    dataset no longer holds. Every step is idempotent, so a crash anywhere is repaired by the next run."""
-    current = catalog.read_state(data_dir).current()
+    """Make the model's collection match the embeddings dataset for the files under the indexed source: upsert rows
+    Milvus lacks or holds in another version (size/mtime differ), delete ids whose file now fails to decode and, with
+    `sync`, ids under the source that the dataset no longer holds. Every step is idempotent, so a crash anywhere is
+    repaired by the next run. Rows of other sources are left to the runs that index them (a dataset kept for a server
+    URI must not pour another source's images into whatever server now answers there)."""
+    root = getattr(rep, "root", None) or None
+    current = catalog.read_state(data_dir).current(root)
     spec = get_spec(model)
-    root = getattr(rep, "root", None)
     with open_store(db, create=True) as store:
         name = store.ensure_collection(spec.name, spec.dim)
         have = store.file_keys(name)  # id -> (path, bytes, mtime_us)
