@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - venv + install, build the sample photo set, index it into Milvus Lite, run a sample search,
 #                 then serve the web page on it (SERVE=0 to stop after the search)
-#   make test   - venv + install, run the test suite (what CI runs)
+#   make test   - venv + install, run the test suite (what CI runs; `make test-fast`: the unit tier only)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -48,8 +48,9 @@ demo: install
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The unit tier (tests/unit): no servers, no real model; under two minutes.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(DATA) .pytest_cache

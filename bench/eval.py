@@ -48,6 +48,7 @@ def stamp_classes(min_per_class: int = 5) -> dict[str, list[Path]]:
 
 def run(quick: bool = False) -> dict:
     from imgsearch import evaluation
+    from imgsearch.config import get_settings
     from imgsearch.samples import write_sample_photos
 
     needs = {"tuxpaint-stamps-default": STAMPS, "openclipart-png": OPENCLIPART,
@@ -81,7 +82,7 @@ def run(quick: bool = False) -> dict:
                          "flags, signs)", "openclipart drawings"))
         for key, originals, distr, what, distr_what in runs:
             log(f"eval: near-duplicate retrieval, {what} (this embeds every distractor)")
-            nd = evaluation.run_near_dup(str(originals), "efficientnet_lite0", distractors=[str(d) for d in distr])
+            nd = evaluation.run_near_dup(str(originals), "efficientnet_lite0", get_settings(), distractors=[str(d) for d in distr])
             d = nd.details
             log(f"eval: {key} recall@1 {nd.metrics['recall@1']:.4f}, recall@5 {nd.metrics['recall@5']:.4f} "
                 f"({d['queries']} queries, {d['distractors']} distractors)")
@@ -90,7 +91,7 @@ def run(quick: bool = False) -> dict:
                             f"distractors: {distr_what})",
                             "summary": f"recall@1 {nd.metrics['recall@1']:.4f}, recall@5 {nd.metrics['recall@5']:.4f}"}
         log("eval: labelled retrieval on the tuxpaint stamp folders")
-        lab = evaluation.run_labelled(str(labelled), "efficientnet_lite0")
+        lab = evaluation.run_labelled(str(labelled), "efficientnet_lite0", get_settings())
         m = lab.metrics
         figures["labelled"] = {**lab.as_dict(), "data": f"tuxpaint stamps: {lab.details['images']} images in "
                                f"{lab.details['classes']} folders",

@@ -42,11 +42,13 @@ def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None 
     from imgsearch.config import get_settings
     from imgsearch.core import decode_record
     from imgsearch.engines.local import embed_records
-    from imgsearch.pipeline import make_embedder
+    from imgsearch.jobs import EmbedJob
     from imgsearch.sources import list_images, read_bytes
 
     s = get_settings()
-    emb = make_embedder(model, weights=weights, precision=precision)
+    job = EmbedJob.from_settings(s.model_copy(update={"precision": precision or s.precision}), model,
+                                 weights=weights, progress=False)
+    emb = job.create_embedder()
     records = list(list_images(src))
     picked = records[:: max(1, len(records) // sample)][:sample]
     t0 = time.perf_counter()
@@ -56,7 +58,7 @@ def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None 
     before = forward_rate(emb, crops, s.batch_size)
     with tempfile.TemporaryDirectory(prefix="imgsearch-bench-e2e-") as tmp:
         t0 = time.perf_counter()
-        rep = embed_records(list(list_images(src)), Path(tmp) / "emb", emb, progress=False)
+        rep = embed_records(list(list_images(src)), Path(tmp) / "emb", emb, job)
         e2e_s = time.perf_counter() - t0
     after = forward_rate(emb, crops, s.batch_size)
     forward = (before + after) / 2

@@ -24,12 +24,13 @@ CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 def real_embeddings(n: int) -> np.ndarray:
     from imgsearch import dataset as dset
     from imgsearch import pipeline
+    from imgsearch.config import get_settings
 
     src = indexing_set(CACHE / f"indexing-{n}", n, photo_share=0.0625 if n > 4096 else 0.25)
     out = CACHE / f"embeddings-{n}"
     if not dset.has_data(out):
         log(f"pca: embedding {n} images (cached for later runs)")
-        pipeline.embed(str(src), str(out), "efficientnet_lite0", progress=False, overwrite=True)
+        pipeline.embed(str(src), str(out), "efficientnet_lite0", get_settings(), progress=False, overwrite=True)
     return np.concatenate([dset.vectors_of(b) for b in dset.iter_embedded(out, columns=("vector",))])
 
 
@@ -55,6 +56,7 @@ def synthetic_dataset(real: np.ndarray, rows: int, folder: Path) -> None:
 
 def run(quick: bool = False) -> dict:
     from imgsearch import pipeline
+    from imgsearch.config import get_settings
     from imgsearch.reduce import fit_batches, recall_at_k
 
     n_real = 256 if quick else 8192
@@ -72,7 +74,8 @@ def run(quick: bool = False) -> dict:
         figures["fit_in_memory_s"] = round(time.perf_counter() - t0, 2)
         log(f"pca: fit on {rows:,} x 1280 in memory: {figures['fit_in_memory_s']} s")
         t0 = time.perf_counter()
-        rep = pipeline.reduce(str(tmp / "emb"), str(tmp / "red"), variance=0.95, quality_sample=10_000)
+        rep = pipeline.reduce(str(tmp / "emb"), str(tmp / "red"), get_settings().model_copy(
+            update={"quality_sample": 10_000}), variance=0.95)
         figures["reduce_command_s"] = round(time.perf_counter() - t0, 2)
         figures["reduce_command_k_at_0.95"] = rep.reducer.k
         log(f"pca: imgsearch reduce over a {rows:,}-row Parquet dataset: {figures['reduce_command_s']} s "

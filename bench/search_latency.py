@@ -22,9 +22,10 @@ CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 
 def _load(db: str, emb_dir: Path) -> float:
     from imgsearch import pipeline
+    from imgsearch.config import get_settings
 
     t0 = time.perf_counter()
-    pipeline.load(str(emb_dir), db)
+    pipeline.load(str(emb_dir), db, get_settings())
     return time.perf_counter() - t0
 
 
@@ -36,7 +37,7 @@ def _measure(db: str, queries: list[bytes], embedder, reps: int) -> dict:
 
     s = get_settings()
     embed_s, search_s, total_s = [], [], []
-    with open_store(db) as store:
+    with open_store(db, s) as store:
         info = store.collection_for(None)
         store.search(info, embedder.embed(np.zeros((1, 224, 224, 3), np.uint8)), 10)  # warm-up: loads the index
         for i in range(reps):
@@ -57,9 +58,10 @@ def _measure(db: str, queries: list[bytes], embedder, reps: int) -> dict:
 
 
 def _ann(db: str, emb_dir: Path) -> float:
+    from imgsearch.config import get_settings
     from imgsearch.evaluation import run_ann
 
-    return round(run_ann(db, queries=200, k=10, data=str(emb_dir)).metrics["recall@10"], 4)
+    return round(run_ann(db, get_settings(), queries=200, k=10, data=str(emb_dir)).metrics["recall@10"], 4)
 
 
 def run(quick: bool = False) -> dict:

@@ -137,13 +137,14 @@ def build_index(work: Path, n_vectors: int) -> tuple[Path, list[tuple[bytes, str
 
     from imgsearch import dataset as dset
     from imgsearch import pipeline
+    from imgsearch.config import get_settings
     from imgsearch.samples import VARIANTS, make_variant, write_sample_photos
     from imgsearch.sources import image_id
 
     photos = write_sample_photos(work / "photos")
     db = work / "bench.db"
     parquet = work / "parquet"
-    pipeline.embed(str(work / "photos"), str(parquet), "efficientnet_lite0", progress=False)
+    pipeline.embed(str(work / "photos"), str(parquet), "efficientnet_lite0", get_settings(), progress=False)
     real = np.concatenate([dset.vectors_of(b) for b in dset.iter_embedded(parquet)])
     rng = np.random.default_rng(0)
     n_extra = n_vectors - len(real)
@@ -160,7 +161,7 @@ def build_index(work: Path, n_vectors: int) -> tuple[Path, list[tuple[bytes, str
                           ("bytes", 100_000), ("mtime", now), ("format", "JPEG"), ("error", None)):
             cols[name].append(val)
     dset.write_part(dset.to_table(cols, list(noisy)), parquet)
-    pipeline.load(parquet, str(db))
+    pipeline.load(parquet, str(db), get_settings())
     queries = []
     for p in photos:
         with Image.open(p) as im:

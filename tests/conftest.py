@@ -1,15 +1,30 @@
-"""Shared fixtures: real photos from installed packages, a loaded default model, and a CLI runner."""
+"""Fixtures shared by every tier: real photos from installed packages, a loaded default model, a CLI runner.
+
+Tests are laid out like the architecture: `unit/` (no servers, no real model: a tiny registered one), `integration/`
+(Milvus Lite, Spark local, the real models), `e2e/` (the CLI in real processes, the browser, kill -9, a real Milvus
+server). Each test gets its tier's marker from its folder, so `pytest -m unit` runs the fast tier.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from imgsearch import samples
+sys.path.insert(0, str(Path(__file__).parent))  # `import helpers` from every tier
+
+import helpers  # noqa: E402
+from imgsearch import samples  # noqa: E402
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -32,36 +47,11 @@ def lite0():
     return create_model("efficientnet_lite0", device="cpu", precision="fp32")
 
 
-def copy_photos(paths, dest: Path) -> Path:
-    """Copy photos into a (new) folder and return it."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        shutil.copy(p, dest / p.name)
-    return dest
-
-
-def index_photos(tmp_path_factory, photo_paths, name: str) -> tuple[Path, Path]:
-    """Copy the sample photos into a fresh folder and index them into a fresh Milvus Lite file: (db, folder)."""
-    from imgsearch import pipeline
-
-    work = tmp_path_factory.mktemp(name)
-    src = copy_photos(photo_paths, work / "photos")
-    db = work / f"{name}.db"
-    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
-    return db, src
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed command line in a fresh process, as a user would."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "imgsearch", *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    return helpers.register_tiny_model()
 
 
 @pytest.fixture
 def cli():
-    return run_cli
+    return helpers.run_cli

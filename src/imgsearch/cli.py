@@ -1,4 +1,6 @@
-"""Command line: thin wrappers over imgsearch.pipeline. User errors -> one line on stderr and exit code 1."""
+"""Command line: thin wrappers over imgsearch.pipeline. User errors -> one line on stderr and exit code 1.
+
+The settings are built once, here (IMGSEARCH_* variables), and passed down to every use case."""
 
 from __future__ import annotations
 
@@ -22,15 +24,15 @@ ModelOpt = typer.Option(_S.model, "--model", "-m", help="embedding model (see 'i
 WeightsOpt = typer.Option(None, "--weights", help="weights file for the model (e.g. a resnet50 state dict)")
 BatchOpt = typer.Option(None, "--batch-size", help="images per forward pass (default from settings: 32)")
 WorkersOpt = typer.Option(None, "--workers", help="decode threads (default: CPU cores)")
-EngineOpt = typer.Option("local", "--engine", "-e", help="local (this machine) or spark")
+EngineOpt = typer.Option("local", "--engine", "-e", help="local (this machine) or spark (see 'imgsearch engines')")
 MasterOpt = typer.Option(None, "--master", help="Spark master: local[*] (default), local-cluster[N,C,MB], spark://host:7077, "
                          "yarn, k8s://https://host:443; under spark-submit, spark-submit's")
 PartitionsOpt = typer.Option(None, "--partitions", help="Spark: repartition the files into N tasks")
 ConfOpt = typer.Option(None, "--conf", help="Spark configuration k=v (repeatable)")
 
 
-def _spark_options(master, partitions, conf):
-    from imgsearch.pipeline import SparkOptions
+def _engine_options(master, partitions, conf):
+    from imgsearch.engines import EngineOptions
 
     pairs = {}
     for item in conf or []:
@@ -38,7 +40,7 @@ def _spark_options(master, partitions, conf):
             raise ImgSearchError(f"--conf takes key=value, got {item!r}")
         k, v = item.split("=", 1)
         pairs[k.strip()] = v.strip()
-    return SparkOptions(master=master, partitions=partitions, conf=pairs)
+    return EngineOptions(master=master, partitions=partitions, conf=pairs)
 
 
 def _err(msg: str) -> None:
@@ -91,20 +93,20 @@ def embed(src: str = typer.Argument(..., help="folder or image file"),
     Run it again to embed only new and changed files; a killed run is finished by running it again."""
     from imgsearch import pipeline
 
-    rep = pipeline.embed(src, out, model, weights=weights, overwrite=overwrite, sync=sync, retry_failed=retry_failed,
-                         batch_size=batch_size, workers=workers, engine=engine,
-                         spark=_spark_options(master, partitions, conf))
+    rep = pipeline.embed(src, out, model, _S, weights=weights, overwrite=overwrite, sync=sync,
+                         retry_failed=retry_failed, batch_size=batch_size, workers=workers, engine=engine,
+                         options=_engine_options(master, partitions, conf))
     _report_embed(rep)
     typer.echo(f"wrote {rep.embedded + rep.failed} rows to {out}")
 
 
 @app.command()
 def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'embed' (a folder or Hadoop URI)"),
-         db: str = DbOpt, master: Optional[str] = MasterOpt) -> None:
+         db: str = DbOpt, engine: str = EngineOpt, master: Optional[str] = MasterOpt) -> None:
     """Load embeddings from a Parquet dataset into Milvus (upsert by id: loading twice adds nothing)."""
     from imgsearch import pipeline
 
-    rep = pipeline.load(data_dir, db, _spark_options(master, None, None))
+    rep = pipeline.load(data_dir, db, _S, engine=engine, options=_engine_options(master, None, None))
     for name, n in rep.written.items():
         typer.echo(f"loaded {n} vectors into {name} ({rep.counts[name]} in total) at {db}")
     if rep.failed_rows > 0:
@@ -128,8 +130,8 @@ def index(src: str = typer.Argument(..., help="folder or image file"), db: str =
     Safe to run again at any time and after any crash: it finishes what is missing and never duplicates."""
     from imgsearch import pipeline
 
-    rep = pipeline.index(src, db, model, weights=weights, out=out, batch_size=batch_size, workers=workers,
-                         engine=engine, spark=_spark_options(master, partitions, conf), reduce_target=reduce_to,
+    rep = pipeline.index(src, db, model, _S, weights=weights, out=out, batch_size=batch_size, workers=workers,
+                         engine=engine, options=_engine_options(master, partitions, conf), reduce_target=reduce_to,
                          whiten=whiten, sync=sync, retry_failed=retry_failed, overwrite=overwrite)
     _report_embed(rep.embed)
     if rep.reduce is not None:
@@ -165,8 +167,8 @@ def reduce(data_dir: str = typer.Argument(..., help="Parquet embeddings written 
         raise ImgSearchError("--variance is a fraction between 0 and 1, e.g. 0.95")
     if dims is not None and dims < 1:
         raise ImgSearchError("--dims must be at least 1")
-    rep = pipeline.reduce(data_dir, out, variance=variance, dims=dims, whiten=whiten, engine=engine,
-                          spark=_spark_options(master, None, None), overwrite=overwrite)
+    rep = pipeline.reduce(data_dir, out, _S, variance=variance, dims=dims, whiten=whiten, engine=engine,
+                          options=_engine_options(master, None, None), overwrite=overwrite)
     _report_reduce(rep)
     typer.echo(f"wrote {rep.rows} reduced vectors to {out} in {rep.seconds:.1f}s")
 
@@ -183,7 +185,7 @@ def search(image: str = typer.Argument(..., help="query image file"), db: str = 
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.search(image, db, k, model=model, weights=weights, collection=collection)
+    res = pipeline.search(image, db, k, _S, model=model, weights=weights, collection=collection)
     if as_json:
         typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
                                for i, h in enumerate(res.hits)], indent=2))
@@ -204,7 +206,7 @@ def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="p
     """Count of indexed images, their model and dim."""
     from imgsearch import pipeline
 
-    st = pipeline.stats(db)
+    st = pipeline.stats(db, _S)
     if as_json:
         typer.echo(json.dumps(st, indent=2))
         return
@@ -223,7 +225,7 @@ def failures(db: str = DbOpt, data: Optional[str] = typer.Option(None, "--data",
     from imgsearch import pipeline
     from imgsearch.sources import uri_to_path
 
-    rows = pipeline.failures(db, data=data, model=model)
+    rows = pipeline.failures(db, _S, data=data, model=model)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -247,7 +249,7 @@ def duplicates(db: str = DbOpt,
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.duplicates(db, threshold=threshold, model=model, collection=collection)
+    res = pipeline.duplicates(db, _S, threshold=threshold, model=model, collection=collection)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
@@ -312,7 +314,7 @@ def eval_near_dup(folder: str = typer.Argument(..., help="folder of images (no l
     unknown = [k for k in kinds if k not in ALL_VARIANTS]
     if unknown:
         raise ImgSearchError(f"unknown transform(s) {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
-    rep = evaluation.run_near_dup(folder, model, distractors=distractors or [], transforms=kinds,
+    rep = evaluation.run_near_dup(folder, model, _S, distractors=distractors or [], transforms=kinds,
                                   max_originals=max_originals, weights=weights)
     _print_eval(rep, as_json, save)
 
@@ -324,7 +326,7 @@ def eval_labelled(folder: str = typer.Argument(..., help="folder with one sub-fo
     """Leave-one-out retrieval over classes given by sub-folders: mAP, P@1, recall@1/5/10."""
     from imgsearch import evaluation
 
-    _print_eval(evaluation.run_labelled(folder, model, weights=weights), as_json, save)
+    _print_eval(evaluation.run_labelled(folder, model, _S, weights=weights), as_json, save)
 
 
 @eval_app.command("ann")
@@ -336,7 +338,7 @@ def eval_ann(db: str = DbOpt, queries: int = typer.Option(200, "--queries", min=
     """Recall@k of the collection's index (HNSW on a server, FLAT on Lite) against exact search."""
     from imgsearch import evaluation
 
-    _print_eval(evaluation.run_ann(db, queries=queries, k=k, model=model, collection=collection), as_json, save)
+    _print_eval(evaluation.run_ann(db, _S, queries=queries, k=k, model=model, collection=collection), as_json, save)
 
 
 @app.command()
@@ -348,7 +350,7 @@ def serve(db: str = DbOpt, host: str = typer.Option(_S.host, "--host", help="add
         from imgsearch import server
     except ImportError as exc:
         raise ImgSearchError(f"the server needs its extra: pip install 'imgsearch[server]' ({exc})") from None
-    server.run(db, host, port, log_level=workers_log)
+    server.run(db, host, port, log_level=workers_log, settings=_S)
 
 
 @app.command()
@@ -363,6 +365,15 @@ def models(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
         return
     for s in specs:
         typer.echo(f"{s.name:20s} {s.dim:5d}-d  {s.description}")
+
+
+@app.command()
+def engines() -> None:
+    """List the engines that can run embed, index and reduce."""
+    from imgsearch.engines import engine_names
+
+    for name in engine_names():
+        typer.echo(name)
 
 
 @app.command("sample-data")
@@ -386,11 +397,6 @@ def main(argv: list[str] | None = None) -> None:
     except ImgSearchError as exc:
         _err(str(exc))
         sys.exit(1)
-    finally:
-        if "pyspark" in sys.modules:  # a Spark command ran: stop its session cleanly before exiting
-            from imgsearch.engines.spark import stop_session
-
-            stop_session()
 
 
 if __name__ == "__main__":

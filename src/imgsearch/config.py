@@ -1,10 +1,10 @@
-"""All settings in one place. Every CLI option defaults from here; each can be set by an IMGSEARCH_* variable."""
+"""All settings in one place. Every CLI option defaults from here; each can be set by an IMGSEARCH_* variable.
+
+The edges (CLI, server) build one Settings and pass it down; nothing below them reads the environment itself."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +25,17 @@ class Settings(BaseSettings):
     part_seconds: float = Field(20.0, ge=0, description="the local engine commits a part at least this often: "
                                 "the most work a crash can lose")
     insert_batch: int = Field(500, ge=1, description="rows per Milvus upsert call")
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="files larger than this are recorded as failed "
+                                "without being read (both engines)")
+    worker_log: str = Field("", description="file to which engines append 'load <pid>' and 'batch <pid> <n>' lines "
+                            "(tests, benchmarks, curious operators count model loads and work done with it)")
+    quality_sample: int = Field(20_000, ge=100, description="vectors on which a PCA fit's recall@10 is reported")
+
+    # vector store
+    milvus_token: str = Field("", description="token for a Milvus server (user:password or an API key)")
+    hnsw_m: int = Field(16, ge=2, le=2048, description="HNSW graph degree of new collections on a Milvus server")
+    hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build-time candidate list on a Milvus server")
+    hnsw_ef: int = Field(64, ge=1, description="HNSW search-time candidate list (at least k)")
 
     # search service
     host: str = Field("127.0.0.1", description="address 'imgsearch serve' listens on")
@@ -45,18 +56,3 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def default_db_path() -> Path:
-    return Path(get_settings().db)
-
-
-def data_dir_for(db: str, settings: Settings | None = None) -> Path:
-    """Where files that belong with a database live (thumbnails, uploads, reducers): IMGSEARCH_DATA_DIR if set,
-    else the folder of a Milvus Lite file, else ./imgsearch-data for a server URI."""
-    from imgsearch.store import is_server_uri  # Milvus URI rules live with the store (pymilvus stays lazy there)
-
-    s = settings or get_settings()
-    if s.data_dir:
-        return Path(s.data_dir)
-    if is_server_uri(db):
-        return Path("imgsearch-data")
-    return Path(db).expanduser().resolve().parent

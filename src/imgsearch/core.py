@@ -6,7 +6,6 @@ decided here, once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -14,18 +13,15 @@ import numpy as np
 import pyarrow as pa
 
 from imgsearch.dataset import empty_columns, to_table
+from imgsearch.failures import Reason
 from imgsearch.imaging import DecodedImage, DecodeError, Preprocess, decode_image
 from imgsearch.models import Embedder
 from imgsearch.sources import FileRecord
 
 
-# Environment variable naming a file to which engines append "load <pid>" and "batch <pid> <n>" lines: tests,
-# benchmarks (and curious operators) use it to count model loads and the work done, including by killed runs.
-WORKER_LOG_ENV = "IMGSEARCH_WORKER_LOG"
-
-
-def worker_log(line: str) -> None:
-    path = os.environ.get(WORKER_LOG_ENV)
+def worker_log(path: str, line: str) -> None:
+    """Append a line to the work log (Settings.worker_log), if one is set: tests and benchmarks count model loads
+    and the rows each batch embedded with it, including those of runs that were then killed."""
     if path:
         with open(path, "a") as fh:
             fh.write(line + "\n")
@@ -38,23 +34,31 @@ class Outcome:
     error: str | None = None
 
 
+def failed(record: FileRecord, reason: Reason, **detail) -> Outcome:
+    return Outcome(record, error=reason.message(**detail))
+
+
 def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes, prep: Preprocess,
-                  max_pixels: int) -> Outcome:
-    """Read (if given a reader) and decode one file; any failure becomes an Outcome with a one-line reason."""
+                  max_pixels: int, max_bytes: int | None = None) -> Outcome:
+    """Read (if given a reader) and decode one file; any failure becomes an Outcome with a one-line reason.
+
+    A file whose listed size is over `max_bytes` is refused without being read (both engines use one limit)."""
+    if max_bytes is not None and record.size is not None and record.size > max_bytes:
+        return failed(record, Reason.TOO_LARGE, limit=max_bytes)
     try:
         data = read if isinstance(read, (bytes, bytearray, memoryview)) else read(record.uri)
     except FileNotFoundError:
-        return Outcome(record, error="file disappeared before it could be read")
+        return failed(record, Reason.DISAPPEARED)
     except PermissionError:
-        return Outcome(record, error="cannot read file: permission denied")
+        return failed(record, Reason.PERMISSION)
     except IsADirectoryError:
-        return Outcome(record, error="is a directory, not a file")
+        return failed(record, Reason.IS_DIRECTORY)
     except OSError as exc:
-        return Outcome(record, error=f"cannot read file: {exc.strerror or exc}")
+        return failed(record, Reason.READ_ERROR, detail=exc.strerror or exc)
     try:
         return Outcome(record, image=decode_image(bytes(data), prep, max_pixels))
     except DecodeError as exc:
-        return Outcome(record, error=str(exc))
+        return failed(record, Reason.DECODE, detail=exc)
 
 
 def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
@@ -65,7 +69,8 @@ def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
         try:
             vectors = embedder.embed(np.stack([o.image.pixels for o in good]))  # type: ignore[union-attr]
         except Exception as exc:  # a failing forward pass must not lose the rest of the job
-            reason = f"embedding failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            reason = Reason.EMBED.message(
+                detail=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             for o in good:
                 o.error, o.image = reason, None
             good = []

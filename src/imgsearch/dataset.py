@@ -8,6 +8,7 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,38 @@ def write_part(table: pa.Table, out_dir: str | os.PathLike[str]) -> Path:
     final = out / name
     os.replace(tmp, final)
     return final
+
+
+class PartWriter:
+    """Buffers tables and commits them as one part every `rows_per_part` rows or `part_seconds` seconds, whichever
+    comes first: the work a crash can lose is bounded by that, whatever the dataset size. Use as a context manager
+    (the rest is committed on a clean exit)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], rows_per_part: int, part_seconds: float = float("inf")):
+        self.out = Path(out_dir)
+        self.rows_per_part, self.part_seconds = rows_per_part, part_seconds
+        self.parts: list[Path] = []
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+        self._last = time.perf_counter()
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows >= self.rows_per_part or time.perf_counter() - self._last >= self.part_seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._pending:
+            self.parts.append(write_part(pa.concat_tables(self._pending), self.out))
+        self._pending, self._rows, self._last = [], 0, time.perf_counter()
+
+    def __enter__(self) -> "PartWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.commit()
 
 
 def part_files(path: str | os.PathLike[str]) -> list[Path]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgsearch.vectors import unit
+
 DEFAULT_THRESHOLD = 0.70
 
 
@@ -37,9 +39,7 @@ def find_groups(vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, pixel
                 block: int = 2048) -> list[Group]:
     """Groups of >= 2 rows whose vectors are linked by cosine >= threshold, largest groups first."""
     n = len(vectors)
-    x = vectors.astype(np.float32, copy=True)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x /= np.where(norms > 0, norms, 1)
+    x = unit(vectors)
     parent = np.arange(n)
     weakest: dict[int, float] = {}
     links: list[tuple[int, int, float]] = []

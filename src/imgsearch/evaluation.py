@@ -22,31 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsearch.config import Settings
 from imgsearch.errors import ImgSearchError
+from imgsearch.vectors import overlap_recall, top_k, unit
 
 NEAR_DUP_TRANSFORMS = ("crop80", "resize50", "jpeg30", "rotate10", "rotate-10", "hflip", "jitter")
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1)
-
-
-def top_k(queries: np.ndarray, index: np.ndarray, k: int, block: int = 1024,
-          exclude_self: bool = False) -> np.ndarray:
-    """Indexes of the k most similar rows of `index` for each query (exact cosine), best first."""
-    q, x = unit(queries), unit(index)
-    k = min(k, len(x) - (1 if exclude_self else 0))
-    out = np.empty((len(q), k), dtype=np.int64)
-    for s in range(0, len(q), block):
-        sims = q[s:s + block] @ x.T
-        if exclude_self:
-            sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(sims, part, 1).argsort(axis=1)[:, ::-1]
-        out[s:s + block] = np.take_along_axis(part, order, 1)
-    return out
 
 
 def near_dup_recall(queries: np.ndarray, targets: np.ndarray, index: np.ndarray,
@@ -80,10 +60,6 @@ def labelled_metrics(vectors: np.ndarray, labels: list[str], ks: tuple[int, ...]
     return out
 
 
-def ann_recall(ann_ids: list[list[str]], exact_ids: list[list[str]], k: int) -> float:
-    return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(ann_ids, exact_ids)]))
-
-
 # -- running on folders -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -93,14 +69,14 @@ class Embedded:
     failed: int = 0
 
 
-def embed_folder(folder: str | os.PathLike[str], model: str, *, weights: str | None = None,
+def embed_folder(folder: str | os.PathLike[str], model: str, settings: Settings, *, weights: str | None = None,
                  work: str | os.PathLike[str] | None = None) -> Embedded:
     """Embed every image under a folder with the indexing engine (so evaluation sees what indexing produces)."""
     from imgsearch import dataset as dset
     from imgsearch import pipeline
 
     with tempfile.TemporaryDirectory(prefix="imgsearch-eval-", dir=work) as tmp:
-        rep = pipeline.embed(str(folder), str(Path(tmp) / "emb"), model, weights=weights, progress=False)
+        rep = pipeline.embed(str(folder), str(Path(tmp) / "emb"), model, settings, weights=weights, progress=False)
         paths, vecs = [], []
         if rep.embedded:
             for b in dset.iter_embedded(Path(tmp) / "emb", columns=("path", "vector")):
@@ -120,7 +96,7 @@ class EvalReport:
         return {"kind": self.kind, **self.metrics, "details": self.details, "seconds": round(self.seconds, 1)}
 
 
-def run_near_dup(folder: str, model: str, *, distractors: list[str] = (), transforms: tuple[str, ...] =
+def run_near_dup(folder: str, model: str, settings: Settings, *, distractors: list[str] = (), transforms: tuple[str, ...] =
                  NEAR_DUP_TRANSFORMS, max_originals: int | None = None, weights: str | None = None,
                  seed: int = 0) -> EvalReport:
     """Near-duplicate retrieval: copies of the images under `folder` searched among them plus `distractors`."""
@@ -150,12 +126,12 @@ def run_near_dup(folder: str, model: str, *, distractors: list[str] = (), transf
                         copy_of[path_to_uri(target)] = (uri, kind)
             except (OSError, ValueError):
                 continue  # an original Pillow cannot open is simply not a query
-        queries = embed_folder(tmp, model, weights=weights)
-    base = embed_folder(folder, model, weights=weights)  # every image of the folder is in the index
+        queries = embed_folder(tmp, model, settings, weights=weights)
+    base = embed_folder(folder, model, settings, weights=weights)  # every image of the folder is in the index
     index_paths, index_vecs = list(base.paths), base.vectors
     n_distr = len(base.paths) - len(set(originals) & set(base.paths))
     for d in distractors:
-        extra = embed_folder(d, model, weights=weights)
+        extra = embed_folder(d, model, settings, weights=weights)
         index_paths += extra.paths
         index_vecs = np.concatenate([index_vecs, extra.vectors])
         n_distr += len(extra.paths)
@@ -174,7 +150,7 @@ def run_near_dup(folder: str, model: str, *, distractors: list[str] = (), transf
     return EvalReport("near-duplicate", metrics, details, time.perf_counter() - started)
 
 
-def run_labelled(folder: str, model: str, *, weights: str | None = None) -> EvalReport:
+def run_labelled(folder: str, model: str, settings: Settings, *, weights: str | None = None) -> EvalReport:
     """Leave-one-out retrieval over a folder whose immediate sub-folders are the classes."""
     from imgsearch.sources import path_to_uri
 
@@ -183,7 +159,7 @@ def run_labelled(folder: str, model: str, *, weights: str | None = None) -> Eval
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if len(classes) < 2:
         raise ImgSearchError(f"{folder}: a labelled folder has one sub-folder per class (found {len(classes)})")
-    emb = embed_folder(folder, model, weights=weights)
+    emb = embed_folder(folder, model, settings, weights=weights)
     prefix = {c: path_to_uri(root / c) + "/" for c in classes}
     labels = []
     for p in emb.paths:
@@ -195,20 +171,20 @@ def run_labelled(folder: str, model: str, *, weights: str | None = None) -> Eval
     return EvalReport("labelled", metrics, details, time.perf_counter() - started)
 
 
-def run_ann(db: str, *, queries: int = 200, k: int = 10, model: str | None = None, collection: str | None = None,
+def run_ann(db: str, settings: Settings, *, queries: int = 200, k: int = 10, model: str | None = None, collection: str | None = None,
             seed: int = 0, data: str | None = None) -> EvalReport:
     """The collection's index against exact search, with stored vectors as queries.
 
     The exact side needs every vector: read from the embeddings dataset when it holds exactly the collection's rows
     (`data`, or the one `index` keeps beside the database: fast), else pulled out of Milvus (slow for big collections).
     """
-    from imgsearch.pipeline import collection_vectors
-    from imgsearch.store import open_store
+    from imgsearch.layout import embeddings_dir_for
+    from imgsearch.store import collection_vectors, open_store
 
     started = time.perf_counter()
-    with open_store(db) as store:
+    with open_store(db, settings) as store:
         info = store.collection_for(model, collection)
-        cols, x = collection_vectors(store, db, info, ["id"], data=data)
+        cols, x = collection_vectors(store, info, ["id"], data or embeddings_dir_for(db, info.model, settings))
         ids = cols["id"]
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
@@ -216,6 +192,6 @@ def run_ann(db: str, *, queries: int = 200, k: int = 10, model: str | None = Non
     exact = top_k(x[pick], x, k)
     ann_ids = [[h.id for h in row] for row in hits]
     exact_ids = [[ids[j] for j in row] for row in exact]
-    metrics = {f"recall@{k}": ann_recall(ann_ids, exact_ids, k)}
+    metrics = {f"recall@{k}": overlap_recall(ann_ids, exact_ids, k)}
     details = {"collection": info.name, "index": info.index_type, "vectors": len(ids), "queries": len(pick)}
     return EvalReport("ann-vs-exact", metrics, details, time.perf_counter() - started)

@@ -17,7 +17,10 @@ from typing import Iterable
 
 import numpy as np
 
-from imgsearch.errors import ImgSearchError
+from imgsearch.config import Settings
+from imgsearch.errors import ImgSearchError, StoreError
+from imgsearch.layout import REDUCER_SUBDIR, reducers_dir
+from imgsearch.vectors import overlap_recall, top_k
 
 MAX_COVARIANCE_DIM = 16_384
 FORMAT_VERSION = 1
@@ -211,19 +214,24 @@ def recall_at_k(full: np.ndarray, reduced: np.ndarray, k: int = 10, queries: int
     n = len(full)
     if n <= k + 1:
         return float("nan")
-    rng = np.random.default_rng(seed)
-    q = rng.choice(n, size=min(queries, n), replace=False)
-    hits = 0
-    for start in range(0, len(q), 256):
-        idx = q[start:start + 256]
-        exact = full[idx] @ full.T
-        approx = reduced[idx] @ reduced.T
-        exact[np.arange(len(idx)), idx] = -np.inf
-        approx[np.arange(len(idx)), idx] = -np.inf
-        top_e = np.argpartition(-exact, k, axis=1)[:, :k]
-        top_a = np.argpartition(-approx, k, axis=1)[:, :k]
-        hits += sum(len(np.intersect1d(a, b)) for a, b in zip(top_e, top_a))
-    return hits / (len(q) * k)
+    q = np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False)
+    exact = top_k(full[q], full, k, block=256, exclude=q, normalise=False)
+    approx = top_k(reduced[q], reduced, k, block=256, exclude=q, normalise=False)
+    return overlap_recall(approx, exact, k)
+
+
+def reducer_for(db: str, info, settings: Settings) -> Reducer:
+    """The PCA reducer a collection's vectors went through (`info`: a store CollectionInfo), from the reducers
+    folder beside the database: every query of a reduced collection must go through it too."""
+    folder = reducers_dir(db, settings) / str(info.reducer)
+    if not (folder / "reducer.json").is_file():
+        raise StoreError(f"collection {info.name} was reduced with PCA reducer {info.reducer}, which is not in "
+                         f"{folder}: copy the {REDUCER_SUBDIR} folder of the reduced embeddings there")
+    red = Reducer.load(folder)
+    if red.model != info.model or red.k != info.dim or red.id != info.reducer:
+        raise ReduceError(f"reducer in {folder} ({red.model}, {red.input_dim}->{red.k}) does not match collection "
+                          f"{info.name} ({info.model}, {info.dim}-d)")
+    return red
 
 
 def plot(reducer: Reducer, path: str | Path) -> Path:

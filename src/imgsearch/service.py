@@ -16,14 +16,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from imgsearch.config import Settings, data_dir_for, get_settings
+from imgsearch.config import Settings
 from imgsearch.core import FileRecord, Outcome, embed_outcomes
 from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_image, make_thumbnail, sniff_format
+from imgsearch.layout import data_dir_for
 from imgsearch.models import Embedder, create_model
+from imgsearch.query import QueryEncoder
 from imgsearch.sources import display_name, image_id, path_to_uri, uri_to_path
 from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
@@ -65,11 +66,9 @@ class QueryBatcher:
     most for company).
     """
 
-    def __init__(self, embedder: Embedder, store: Store, max_batch: int, wait_ms: float,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.embedder = embedder
+    def __init__(self, encoder: QueryEncoder, store: Store, max_batch: int, wait_ms: float):
+        self.encoder = encoder  # the collection's model and PCA reducer
         self.store = store
-        self.transform = transform  # the collection's PCA reducer, applied to query vectors
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self._queue: queue.Queue[tuple[_Query, Future] | None] = queue.Queue()
@@ -112,9 +111,7 @@ class QueryBatcher:
 
     def _answer(self, items: list[tuple[_Query, Future]]) -> None:
         t0 = time.perf_counter()
-        vecs = self.embedder.embed(np.stack([q.pixels for q, _ in items]))
-        if self.transform is not None:
-            vecs = self.transform(vecs)
+        vecs = self.encoder.encode(np.stack([q.pixels for q, _ in items]))
         t1 = time.perf_counter()
         groups: dict[tuple, list[int]] = {}
         for i, (q, _) in enumerate(items):
@@ -140,25 +137,25 @@ class SearchOutcome:
 
 
 class SearchService:
-    def __init__(self, db: str, model: str | None = None, settings: Settings | None = None,
-                 embedder: Embedder | None = None):
-        self.settings = s = settings or get_settings()
+    def __init__(self, db: str, settings: Settings, model: str | None = None, embedder: Embedder | None = None):
+        self.settings = s = settings
         self.db = db
-        self.store: Store = open_store(db, create=True)
+        self.store: Store = open_store(db, s, create=True)
         try:
             infos = self.store.collections()
             chosen = self.store.collection_for(model) if infos else None
             self.collection_name = chosen.name if chosen else collection_name(model or s.model)
             self.model_name = chosen.model if chosen else (model or s.model)
-            self.reducer = None
-            if chosen is not None and chosen.reducer:
-                from imgsearch.pipeline import load_reducer
-
-                self.reducer = load_reducer(db, chosen)
-            transform = self.reducer.transform if self.reducer is not None else None
-            self.embedder = embedder or create_model(self.model_name, device=s.device, precision=s.precision,
-                                                     threads=s.serve_torch_threads)
-            self.batcher = QueryBatcher(self.embedder, self.store, s.query_batch_max, s.query_batch_wait_ms, transform)
+            if chosen is not None:
+                self.encoder = QueryEncoder.for_collection(db, chosen, s, threads=s.serve_torch_threads,
+                                                           embedder=embedder)
+            else:  # an empty database: the first added image creates the collection
+                self.encoder = QueryEncoder(embedder or create_model(self.model_name, device=s.device,
+                                                                     precision=s.precision,
+                                                                     threads=s.serve_torch_threads))
+            self.embedder = self.encoder.embedder
+            self.reducer = self.encoder.reducer
+            self.batcher = QueryBatcher(self.encoder, self.store, s.query_batch_max, s.query_batch_wait_ms)
         except Exception:
             self.store.close()
             raise

@@ -17,6 +17,7 @@ from typing import Iterator
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from imgsearch.errors import SourceError
+from imgsearch.failures import Reason
 from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
 
 REMOTE_SCHEMES = ("hdfs", "s3a", "s3", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "viewfs")
@@ -64,6 +65,12 @@ def uri_to_path(uri: str) -> str:
     return os.fsdecode(unquote_to_bytes(parts.path))
 
 
+def local_path(path_or_uri: str | os.PathLike[str]) -> str:
+    """A local path for a path or a file: URI (`file:/x`, `file:///x`): what users and Hadoop write for local files."""
+    text = os.fspath(path_or_uri)
+    return uri_to_path(normalize_uri(text)) if text.startswith("file:") else text
+
+
 def display_name(uri: str) -> str:
     """A readable file name for people (the URI stays the key)."""
     raw = unquote_to_bytes(urlsplit(uri).path).rstrip(b"/")
@@ -79,7 +86,7 @@ class ListingReport:
     candidates: int = 0
     skipped_non_images: int = 0
     skipped_hidden: int = 0
-    unreadable: list[tuple[str, str]] | None = None  # (uri, reason) for entries we could not even stat/open
+    unreadable: list[tuple[str, Reason, str]] | None = None  # (uri, reason, message): entries not even stat'ed
 
 
 def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[FileRecord]:
@@ -94,8 +101,7 @@ def list_images(src: str | os.PathLike[str], report: ListingReport | None = None
         raise SourceError(
             f"{src_str}: the local engine reads local folders only; use --engine spark for {src_str.split('://')[0]}:// sources"
         )
-    if src_str.startswith("file:"):
-        src_str = uri_to_path(normalize_uri(src_str))
+    src_str = local_path(src_str)
     root = Path(src_str)
     report = report if report is not None else ListingReport()
     if report.unreadable is None:
@@ -112,7 +118,8 @@ def list_images(src: str | os.PathLike[str], report: ListingReport | None = None
         try:
             st = path.stat()
         except OSError as exc:
-            report.unreadable.append((path_to_uri(path), f"cannot stat: {exc.strerror or exc}"))
+            report.unreadable.append((path_to_uri(path), Reason.CANNOT_STAT,
+                                      Reason.CANNOT_STAT.message(detail=exc.strerror or exc)))
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
@@ -133,7 +140,8 @@ def mtime_of(st: os.stat_result) -> datetime:
 def _walk(root: Path, report: ListingReport) -> Iterator[Path]:
     def on_error(exc: OSError) -> None:
         assert report.unreadable is not None
-        report.unreadable.append((path_to_uri(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
+        report.unreadable.append((path_to_uri(exc.filename or root), Reason.CANNOT_LIST,
+                                  Reason.CANNOT_LIST.message(detail=exc.strerror or exc)))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
         # Hidden entries (.thumbnails/, .DS_Store, editors' temp files) are skipped, as Spark's file listing does.
@@ -170,5 +178,5 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
             return fh.read()
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise OSError(f"file larger than {max_bytes:,} bytes")
+        raise OSError(Reason.TOO_LARGE.message(limit=max_bytes))
     return data

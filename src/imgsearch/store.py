@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,8 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from imgsearch import dataset as dset
+from imgsearch.config import Settings
 from imgsearch.dataset import vectors_of
 from imgsearch.errors import StoreError
+from imgsearch.layout import is_server_uri
+from imgsearch.vectors import unit
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,6 @@ COLLECTION_PREFIX = "images_"
 MAX_PATH_LEN = 65_535
 # Vectors are L2-normalised before they are stored, so inner product = cosine; IP is the cheaper search.
 METRIC = "IP"
-_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,6 @@ class Hit:
     score: float
 
 
-def is_server_uri(uri: str) -> bool:
-    return uri.startswith(_SERVER_SCHEMES)
-
-
 def collection_name(model: str, reducer: str | None = None, dim: int | None = None) -> str:
     base = COLLECTION_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", model)
     return f"{base}_pca{dim}_{reducer}" if reducer else base
@@ -60,8 +58,9 @@ def collection_name(model: str, reducer: str | None = None, dim: int | None = No
 class Store:
     """An open connection to one Milvus database. Use as a context manager, or call close()."""
 
-    def __init__(self, uri: str, *, create: bool = False, token: str = ""):
+    def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64)):
         self.uri = uri
+        self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef = hnsw
         self.is_lite = not is_server_uri(uri)
         if self.is_lite:
             path = Path(uri).expanduser()
@@ -181,7 +180,7 @@ class Store:
         schema.add_field("mtime_us", DataType.INT64)
         params = self.client.prepare_index_params()
         if index_type == "HNSW":
-            params.add_index(field_name="vector", index_type="HNSW", metric_type=METRIC, params={"M": 16, "efConstruction": 200})
+            params.add_index(field_name="vector", index_type="HNSW", metric_type=METRIC, params={"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction})
         else:
             params.add_index(field_name="vector", index_type="FLAT", metric_type=METRIC)
         self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
@@ -259,8 +258,8 @@ class Store:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
         flt = _prefix_filter(path_prefix) if path_prefix else ""
-        params = {"metric_type": METRIC, "params": {"ef": max(64, k)} if info.index_type == "HNSW" else {}}
-        res = self.client.search(info.name, data=[v.tolist() for v in unit_rows(vectors.astype(np.float32))], limit=k,
+        params = {"metric_type": METRIC, "params": {"ef": max(self.hnsw_ef, k)} if info.index_type == "HNSW" else {}}
+        res = self.client.search(info.name, data=[v.tolist() for v in unit(vectors)], limit=k,
                                  output_fields=["path"], search_params=params, filter=flt,
                                  consistency_level=consistency)
         return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
@@ -272,14 +271,8 @@ class Store:
         return list(self.client.get(info.name, ids=ids, output_fields=fields))
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (zero rows stay zero): the store's invariant that makes inner product = cosine."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
-
-
 def _rows(chunk: pa.Table) -> list[dict]:
-    vectors = unit_rows(vectors_of(chunk))
+    vectors = unit(vectors_of(chunk))  # the store's invariant: unit rows, so inner product = cosine
     ids = chunk.column("id").to_pylist()
     paths = chunk.column("path").to_pylist()
     widths = _col(chunk, "width")
@@ -317,6 +310,37 @@ def _prefix_filter(prefix: str) -> str:
     return f"path >= {lit(prefix)} and path < {lit(upper)}"
 
 
-def open_store(uri: str, create: bool = False) -> Store:
-    token = os.environ.get("IMGSEARCH_MILVUS_TOKEN", "")
-    return Store(uri, create=create, token=token)
+def open_store(uri: str, settings: Settings, create: bool = False) -> Store:
+    """Open a database with the token and HNSW parameters of `settings`."""
+    return Store(uri, create=create, token=settings.milvus_token,
+                 hnsw=(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef))
+
+
+def collection_vectors(store: Store, info: CollectionInfo, columns: list[str], dataset: str | Path | None = None
+                       ) -> tuple[dict[str, list], np.ndarray]:
+    """Every vector of a collection with some columns, for whole-collection work (duplicates, exact search).
+
+    Read from the embeddings dataset when it holds exactly the collection's rows (`dataset`: the folder `index`
+    keeps, or one given): fast. Otherwise pulled out of Milvus, which is slow for big collections."""
+    folder = Path(dataset) if dataset else None
+    if folder is not None and not info.reducer and dset.has_data(folder):
+        cols: dict[str, list] = {c: [] for c in columns}
+        vecs = []
+        for b in dset.iter_embedded(folder, columns=tuple(dict.fromkeys([*columns, "id", "vector", "model"]))):
+            if b.num_rows and b.column("model")[0].as_py() != info.model:
+                break
+            for c in columns:
+                cols[c] += b.column(c).to_pylist()
+            vecs.append(dset.vectors_of(b))
+        else:
+            x = np.concatenate(vecs) if vecs else np.zeros((0, info.dim), np.float32)
+            if len(x) == info.count and x.shape[1] == info.dim and len(set(cols.get("id") or [])) in (0, len(x)):
+                return cols, x
+    cols = {c: [] for c in columns}
+    vecs = []
+    for batch in store.rows(info.name, [c for c in columns if c != "id"] + ["vector"]):
+        for r in batch:
+            for c in columns:
+                cols[c].append(r[c])
+            vecs.append(r["vector"])
+    return cols, np.asarray(vecs, np.float32).reshape(len(vecs), info.dim)

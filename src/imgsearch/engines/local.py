@@ -11,97 +11,94 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
 from imgsearch import dataset as dset
-from imgsearch.config import get_settings
-from imgsearch.core import FileRecord, Outcome, decode_record, embed_outcomes, worker_log
+from imgsearch.core import Outcome, decode_record, embed_outcomes, worker_log
+from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
+from imgsearch.errors import DatasetError, SourceError
+from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.models import Embedder
-from imgsearch.sources import read_bytes
+from imgsearch.reduce import Moments
+from imgsearch.sources import (FileRecord, is_remote, local_path, read_bytes)
 
 
-@dataclass
-class EmbedReport:
-    """What an engine did: counts, failures with reasons, time. Both engines return one."""
+class LocalEngine(Engine):
+    """This machine: the listing walks local folders, a thread pool decodes, one model embeds, parts are committed
+    every `rows_per_part` rows or `part_seconds` seconds."""
 
-    out_dir: Path | str
-    model: str
-    dim: int
-    embedded: int = 0
-    failed: int = 0
-    skipped_non_images: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
-    parts: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
-    partitions: int = 0  # Spark tasks, when the job repartitioned
-    # what the run found already done (filled by pipeline.embed from its plan)
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    retried: int = 0
-    failed_unchanged: int = 0
-    removed: int = 0
-    stale_removed: int = 0  # files gone from the source, still in the dataset because sync was off
-    root: str = ""  # the source as a URI
+    name = "local"
 
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+    def can_read(self, uri: str) -> bool:
+        return not is_remote(uri)
+
+    def _require_local(self, uri: str) -> None:
+        if is_remote(uri):
+            raise SourceError(f"{uri}: the local engine reads local folders only; use --engine spark")
+
+    def list(self, src: str) -> Listing:
+        self._require_local(src)
+        return list_local(src)
+
+    def embed(self, src: str, records: Sequence[FileRecord], out: str, job: EmbedJob, *,
+              mode: str = "append") -> EmbedReport:
+        self._require_local(out)
+        out_dir = Path(local_path(out))
+        if mode != "append" and dset.has_data(out_dir):
+            if mode == "new":
+                raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite")
+            for f in dset.part_files(out_dir):
+                f.unlink()
+        return embed_records(list(records), out_dir, job.create_embedder(), job)
+
+    def fit_moments(self, data: str) -> Moments:
+        self._require_local(data)
+        m = Moments()
+        for b in dset.iter_embedded(data, columns=("vector",)):
+            m.add(dset.vectors_of(b))
+        return m
+
+    def stream_rows(self, data: str, columns: Sequence[str] = DATASET_COLUMNS,
+                    batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
+        self._require_local(data)
+        yield from dset.iter_embedded(local_path(data), batch_rows=batch_rows, columns=tuple(columns))
 
 
-def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], embedder: Embedder, *,
-                  batch_size: int | None = None, workers: int | None = None, rows_per_part: int | None = None,
-                  part_seconds: float | None = None, progress: bool | None = None) -> EmbedReport:
-    """Embed `records` into part files added to `out_dir`; bad files become failure rows.
+def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], embedder: Embedder,
+                  job: EmbedJob) -> EmbedReport:
+    """Embed `records` into part files added to `out_dir` with a loaded model; bad files become failure rows.
 
-    A part is committed every `rows_per_part` rows or `part_seconds` seconds, whichever comes first: the work a crash
-    can lose is bounded by that, whatever the collection size.
+    A part is committed every `job.rows_per_part` rows or `job.part_seconds` seconds, whichever comes first: the
+    work a crash can lose is bounded by that, whatever the collection size.
     """
-    settings = get_settings()
-    batch_size = batch_size or settings.batch_size
-    workers = workers or settings.workers or (os.cpu_count() or 1)
-    rows_per_part = rows_per_part or settings.rows_per_part
-    part_seconds = settings.part_seconds if part_seconds is None else part_seconds
+    workers = job.workers or (os.cpu_count() or 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
     started = time.perf_counter()
     report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim)
-    pending_tables: list[pa.Table] = []
-
-    def commit() -> None:
-        nonlocal pending_tables, buffered, last_commit
-        if pending_tables:
-            report.parts.append(dset.write_part(pa.concat_tables(pending_tables), out))
-        pending_tables, buffered, last_commit = [], 0, time.perf_counter()
-
-    show = sys.stderr.isatty() if progress is None else progress
-    buffered, last_commit = 0, time.perf_counter()
-    with _progress(len(records), show) as advance:
-        for batch in _decoded_batches(records, embedder, workers, batch_size, settings.max_pixels):
+    show = sys.stderr.isatty() if job.progress is None else job.progress
+    with _progress(len(records), show) as advance, \
+            dset.PartWriter(out, job.rows_per_part, job.part_seconds) as writer:
+        for batch in _decoded_batches(records, embedder, workers, job):
             table = embed_outcomes(embedder, batch)
-            worker_log(f"batch {os.getpid()} {len(batch)}")
+            worker_log(job.worker_log, f"batch {os.getpid()} {len(batch)}")
             report.embedded += sum(1 for o in batch if o.error is None)
             report.failures.extend((o.record.uri, o.error) for o in batch if o.error is not None)
-            pending_tables.append(table)
-            buffered += table.num_rows
+            writer.add(table)
             advance(len(batch))
-            if buffered >= rows_per_part or time.perf_counter() - last_commit >= part_seconds:
-                commit()
-        commit()
-
+    report.parts = writer.parts
     report.seconds = time.perf_counter() - started
     report.failed = len(report.failures)
     return report
 
 
-def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int, batch_size: int,
-                     max_pixels: int) -> Iterable[list[Outcome]]:
+def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int,
+                     job: EmbedJob) -> Iterable[list[Outcome]]:
     """Yield lists of `batch_size` outcomes in source order while the pool decodes up to 4 batches ahead."""
+    batch_size = job.batch_size
     window = max(batch_size * 4, workers * 2)
     prep = embedder.prep
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgsearch-decode",
@@ -114,7 +111,7 @@ def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int
                 rec = next(it, None)
                 if rec is None:
                     return
-                queue.append(pool.submit(decode_record, rec, read_bytes, prep, max_pixels))
+                queue.append(pool.submit(decode_record, rec, read_bytes, prep, job.max_pixels, job.max_file_bytes))
 
         fill()
         batch: list[Outcome] = []

@@ -48,6 +48,10 @@ def get_spec(name: str) -> ModelSpec:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
+# glibc malloc settings that keep activations mapped between forward passes; processes that run models (Spark's
+# Python workers) must start with them in their environment.
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
 _allocator_tuned = False
 _allocator_lock = threading.Lock()
 
@@ -63,8 +67,8 @@ def tune_allocator() -> None:
         if _allocator_tuned:
             return
         _allocator_tuned = True
-        os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
-        os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "100000000000")
+        for key, value in ALLOCATOR_ENV.items():
+            os.environ.setdefault(key, value)
         try:
             libc = ctypes.CDLL("libc.so.6")
         except OSError:  # not glibc (musl, macOS): nothing to tune

@@ -7,11 +7,11 @@ import pytest
 from imgsearch.errors import StoreError
 from imgsearch.store import open_store
 
-from test_dataset import make_table
+from helpers import make_table, settings
 
 
 def load_table(db, table):
-    with open_store(str(db), create=True) as store:
+    with open_store(str(db), settings(), create=True) as store:
         return store.upsert_batches(table.to_batches(max_chunksize=2), batch_rows=2)
 
 
@@ -20,7 +20,7 @@ def test_upsert_is_idempotent_and_survives_reopen(tmp_path):
     table, vecs = make_table(n=7, failed=())
     assert load_table(db, table) == {"images_m": 7}
     assert load_table(db, table) == {"images_m": 7}
-    with open_store(str(db)) as store:
+    with open_store(str(db), settings()) as store:
         [info] = store.collections()
         assert (info.model, info.dim, info.count) == ("m", 8, 7)
         q = vecs[3] / np.linalg.norm(vecs[3])
@@ -35,10 +35,10 @@ def test_upsert_is_idempotent_and_survives_reopen(tmp_path):
 
 def test_missing_db_and_bad_uri_are_clear(tmp_path):
     with pytest.raises(StoreError, match="no index at"):
-        open_store(str(tmp_path / "missing.db"))
+        open_store(str(tmp_path / "missing.db"), settings())
     with pytest.raises(StoreError, match="ends in .db"):
-        open_store(str(tmp_path / "file.sqlite"))
-    with open_store(str(tmp_path / "empty.db"), create=True) as store:
+        open_store(str(tmp_path / "file.sqlite"), settings())
+    with open_store(str(tmp_path / "empty.db"), settings(), create=True) as store:
         with pytest.raises(StoreError, match="no image collection yet"):
             store.collection_for(None)
 
@@ -47,10 +47,11 @@ def test_second_process_gets_a_clear_busy_error(tmp_path):
     db = tmp_path / "busy.db"
     table, _ = make_table(failed=())
     load_table(db, table)
-    with open_store(str(db)):
+    with open_store(str(db), settings()):
         code = (
-            "import sys\nfrom imgsearch.store import open_store\nfrom imgsearch.errors import StoreError\n"
-            f"try:\n    open_store({str(db)!r})\nexcept StoreError as e:\n    print(e); sys.exit(3)\n"
+            "import sys\nfrom imgsearch.config import Settings\nfrom imgsearch.store import open_store\n"
+            "from imgsearch.errors import StoreError\n"
+            f"try:\n    open_store({str(db)!r}, Settings())\nexcept StoreError as e:\n    print(e); sys.exit(3)\n"
         )
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 3, res.stderr

@@ -78,7 +78,7 @@ def test_bf16_close_to_fp32(lite0, photo_paths):
 def test_bf16_retrieval_same_as_fp32(lite0, photo_paths, tmp_path):
     """bf16 vectors give the same search results as fp32: each edited copy's nearest photo is the same one, and so
     is whether its original is in the top 3 (ranks 2-3 hold unrelated photos at near-equal scores, which may swap)."""
-    from imgsearch.evaluation import top_k
+    from imgsearch.vectors import top_k
     from imgsearch.samples import write_variants
 
     bf16 = create_model("efficientnet_lite0", device="cpu", precision="bf16")

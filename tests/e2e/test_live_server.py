@@ -7,7 +7,7 @@ import pytest
 
 from imgsearch import pipeline
 
-from conftest import copy_photos, run_cli
+from helpers import copy_photos, run_cli, settings
 from imgsearch.server.live import live_server
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_index_while_serving_fails_clearly_and_loses_nothing(tmp_path, photo_paths):
     src = copy_photos(photo_paths[:5], tmp_path / "photos")
     db = tmp_path / "live.db"
-    pipeline.index(str(src), str(db), "efficientnet_lite0", progress=False)
+    pipeline.index(str(src), str(db), "efficientnet_lite0", settings(), progress=False)
     more = copy_photos(photo_paths[5:8], tmp_path / "more")
     with live_server(db) as url:
         res = run_cli("index", str(more), "--db", str(db))

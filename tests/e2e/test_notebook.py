@@ -3,13 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import REPO
+
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "spark_walkthrough.ipynb"
+NOTEBOOK = REPO / "notebooks" / "spark_walkthrough.ipynb"
 
 
 def test_walkthrough_notebook_runs(tmp_path):

@@ -10,7 +10,7 @@ from imgsearch.config import Settings
 from imgsearch.server import create_app
 from imgsearch.sources import image_id, path_to_uri
 
-from conftest import index_photos
+from helpers import index_photos
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"

@@ -9,7 +9,6 @@ import re
 import os
 import shutil
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -17,11 +16,10 @@ from imgsearch.samples import write_variants
 
 from imgsearch.server.live import live_server
 
-from conftest import index_photos
+from helpers import REPO, index_photos
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,28 +15,25 @@ pyspark = pytest.importorskip("pyspark")
 
 from imgsearch import dataset as dset  # noqa: E402
 from imgsearch import pipeline  # noqa: E402
-from imgsearch.engines.spark import WORKER_LOG_ENV, SparkJob, embed_files_spark, stop_session  # noqa: E402
+from imgsearch.engines import EngineOptions, create_engine  # noqa: E402
+from imgsearch.jobs import EmbedJob  # noqa: E402
+from imgsearch.models import create_model  # noqa: E402
+from imgsearch.query import QueryEncoder  # noqa: E402
 from imgsearch.samples import write_variants  # noqa: E402
 from imgsearch.sources import path_to_uri  # noqa: E402
 from imgsearch.store import open_store  # noqa: E402
 
-from conftest import copy_photos, run_cli  # noqa: E402
+from helpers import REPO, copy_photos, run_cli, settings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def worker_log(tmp_path_factory):
-    # Must be in the environment before the first SparkContext starts its JVM (workers inherit it from there).
+    """The work log the tasks append to (its path travels to the workers inside the job)."""
     path = tmp_path_factory.mktemp("wlog") / "workers.log"
     path.write_text("")
-    old = os.environ.get(WORKER_LOG_ENV)
-    os.environ[WORKER_LOG_ENV] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop(WORKER_LOG_ENV, None)
-    else:
-        os.environ[WORKER_LOG_ENV] = old
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +49,7 @@ def corpus(tmp_path_factory, photo_paths):
 @pytest.fixture(scope="module")
 def local_result(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("local-out")
-    rep = pipeline.embed(str(corpus), str(out), "efficientnet_lite0", progress=False)
+    rep = pipeline.embed(str(corpus), str(out), "efficientnet_lite0", settings(), progress=False)
     assert rep.embedded == 42 and rep.failed == 1
     return read(out)
 
@@ -65,9 +62,8 @@ def read(out) -> dict:
     return rows
 
 
-def job(batch_size=32):
-    return SparkJob(model="efficientnet_lite0", weights=None, precision="auto", device="cpu", batch_size=batch_size,
-                    max_pixels=100_000_000, threads=1)
+def job(log, batch_size=32):
+    return EmbedJob(model="efficientnet_lite0", device="cpu", batch_size=batch_size, worker_log=str(log))
 
 
 def log_lines(path, start):
@@ -78,10 +74,9 @@ def log_lines(path, start):
 def test_spark_matches_local_engine(master, corpus, local_result, worker_log, tmp_path):
     start = len(worker_log.read_text().splitlines())
     out = tmp_path / "spark-out"
-    try:
-        rep = embed_files_spark(str(corpus), str(out), job(batch_size=4), master=master, partitions=6)
-    finally:
-        stop_session()
+    with create_engine("spark", settings(), EngineOptions(master=master, partitions=6)) as eng:
+        rep = eng.embed(str(corpus), eng.list(str(corpus)).records, str(out), job(worker_log, batch_size=4),
+                        mode="new")
     assert rep.embedded == 42 and rep.failed == 1
     assert rep.failures == [(path_to_uri(corpus / "corrupt.jpg"), local_result[next(
         i for i, r in local_result.items() if r["error"])]["error"])]
@@ -118,11 +113,11 @@ def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, pho
     assert res.returncode == 0, res.stderr[-2000:]
     assert "warning: 1 files failed" in res.stderr
     queries = write_variants(photo_paths[:10], tmp_path / "q", kinds=("resize50",))
-    embedder = pipeline.make_embedder("efficientnet_lite0")
-    qvecs = np.concatenate([pipeline.query_vector(embedder, str(q[0])) for q in queries.values()])
+    encoder = QueryEncoder(create_model("efficientnet_lite0"))
+    qvecs = np.concatenate([encoder.encode_file(str(q[0]), 10**8) for q in queries.values()])
 
     def top5(uri):
-        with open_store(uri) as st:
+        with open_store(uri, settings()) as st:
             info = st.collection_for(None)
             assert info.count == 42
             return [[h.id for h in hits] for hits in st.search(info, qvecs, 5, consistency="Strong")], info.index_type
@@ -153,12 +148,12 @@ def test_spark_output_searches_the_same_in_lite_and_server(corpus, tmp_path, pho
 
 
 def test_spark_submit_entry_point(corpus, tmp_path):
-    """The cluster path: spark-submit runs the engine module as the driver program, with the same CLI."""
+    """The cluster path: spark-submit runs scripts/imgsearch_spark.py as the driver program, with the same CLI."""
     import subprocess
     import sys
     from pathlib import Path
 
-    import imgsearch.engines.spark as engine
+    entry = REPO / "scripts" / "imgsearch_spark.py"
 
     submit = Path(sys.executable).parent / "spark-submit"
     if not submit.exists():
@@ -166,7 +161,7 @@ def test_spark_submit_entry_point(corpus, tmp_path):
     out = tmp_path / "submitted"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
-    res = subprocess.run([str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", engine.__file__,
+    res = subprocess.run([str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(entry),
                           "embed", str(corpus), "--out", str(out), "--engine", "spark"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -195,14 +190,14 @@ def test_spark_incremental_and_engines_agree_on_what_is_done(corpus, tmp_path, p
     (src / "added.png").unlink()
     synced = run_cli("index", str(src), "--db", db, "--sync", *spark)
     assert "1 removed" in synced.stderr and "nothing to embed" in synced.stderr, synced.stderr
-    with open_store(db) as store:
+    with open_store(db, settings()) as store:
         assert store.collection_for(None).count == 42
 
 
 def test_spark_kill9_then_rerun_equals_clean_run(tmp_path, photo_paths):
     """kill -9 of the whole Spark job (driver, JVM, Python workers) at random moments; tasks that finished had
     committed their part files (v2 committer), so a rerun does only the rest."""
-    from bench.kill_resume import kill_cycles
+    from imgsearch.testing import kill_cycles
     from imgsearch import samples
 
     src = copy_photos(photo_paths, tmp_path / "images")

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from bench.kill_resume import kill_cycles
-from conftest import copy_photos, run_cli
+from imgsearch.testing import kill_cycles
+from helpers import copy_photos, run_cli, settings
 from imgsearch import samples
 from imgsearch.sources import image_id, path_to_uri
 from imgsearch.store import open_store
@@ -71,7 +71,7 @@ def test_incremental_add_modify_delete_noop(tmp_path, photo_paths):
     assert "2 files are gone from the source but still indexed" in no_sync.stderr, no_sync.stderr
     synced = run_cli("index", str(src), "--db", db, "--sync")
     assert "2 removed" in synced.stderr and _embedded(synced.stderr) == 0, synced.stderr
-    with open_store(db) as store:
+    with open_store(db, settings()) as store:
         info = store.collection_for(None)
         assert info.count == 15
         assert store.get(info, [image_id(path_to_uri(g)) for g in gone]) == []
@@ -103,11 +103,11 @@ def test_repairs_a_collection_that_lost_vectors(tmp_path, photo_paths):
     src, db = copy_photos(photo_paths[:6], tmp_path / "src"), str(tmp_path / "rep.db")
     assert run_cli("index", str(src), "--db", db).returncode == 0
     lost = [image_id(path_to_uri(src / photo_paths[i].name)) for i in (1, 2)]
-    with open_store(db) as store:
+    with open_store(db, settings()) as store:
         store.delete(store.collection_for(None).name, lost)
     res = run_cli("index", str(src), "--db", db)
     assert "nothing to embed" in res.stderr and "indexed 2 images" in res.stdout, res.stdout + res.stderr
-    with open_store(db) as store:
+    with open_store(db, settings()) as store:
         info = store.collection_for(None)
         assert info.count == 6 and len(store.get(info, lost)) == 2
 
@@ -121,7 +121,7 @@ def test_a_run_syncs_only_its_own_source(tmp_path, photo_paths):
     assert run_cli("index", str(a), "--db", str(tmp_path / "one.db"), "--out", out).returncode == 0
     res = run_cli("index", str(b), "--db", str(tmp_path / "two.db"), "--out", out)
     assert res.returncode == 0, res.stderr
-    with open_store(str(tmp_path / "two.db")) as store:
+    with open_store(str(tmp_path / "two.db"), settings()) as store:
         info = store.collection_for(None)
         assert info.count == 2
         assert len(store.get(info, [image_id(path_to_uri(b / p.name)) for p in photo_paths[3:5]])) == 2

@@ -9,12 +9,14 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from imgsearch import pipeline
+from imgsearch.models import create_model
+from imgsearch.query import QueryEncoder
 from imgsearch.reduce import Reducer
 from imgsearch.samples import VARIANTS, write_lfw_faces, write_variants
 from imgsearch.sources import path_to_uri
 from imgsearch.store import open_store
 
-from conftest import copy_photos, run_cli
+from helpers import copy_photos, run_cli, settings
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ def corpus(tmp_path_factory, photo_paths):
 @pytest.fixture(scope="module")
 def embeddings(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("pca-emb") / "emb"
-    rep = pipeline.embed(str(corpus), str(out), "efficientnet_lite0", progress=False)
+    rep = pipeline.embed(str(corpus), str(out), "efficientnet_lite0", settings(), progress=False)
     assert rep.embedded == 221
     return out
 
@@ -50,13 +52,8 @@ def test_reduce_cli_writes_reducer_plot_and_report(embeddings, tmp_path):
 
 def test_local_and_spark_fits_agree(embeddings, tmp_path):
     pytest.importorskip("pyspark")
-    from imgsearch.engines.spark import stop_session
-
-    try:
-        spark_rep = pipeline.reduce(str(embeddings), str(tmp_path / "s"), variance=0.95, engine="spark")
-    finally:
-        stop_session()
-    local_rep = pipeline.reduce(str(embeddings), str(tmp_path / "l"), variance=0.95, engine="local")
+    spark_rep = pipeline.reduce(str(embeddings), str(tmp_path / "s"), settings(), variance=0.95, engine="spark")
+    local_rep = pipeline.reduce(str(embeddings), str(tmp_path / "l"), settings(), variance=0.95, engine="local")
     a, b = local_rep.reducer, spark_rep.reducer
     assert a.k == b.k
     assert np.max(subspace_angles(a.components.T, b.components.T)) < 1e-6
@@ -74,13 +71,13 @@ def test_reduced_index_finds_near_duplicates(corpus, photo_paths, tmp_path):
     assert reducer.k == coll["dim"]
 
     variants = write_variants(photo_paths, tmp_path / "variants")
-    embedder = pipeline.make_embedder("efficientnet_lite0")
+    encoder = QueryEncoder(create_model("efficientnet_lite0"))
     top1 = top3 = total = 0
-    with open_store(str(db)) as store:
+    with open_store(str(db), settings()) as store:
         info = store.collection_for(None)
         for original, copies in variants.items():
             for copy in copies:
-                q = reducer.transform(pipeline.query_vector(embedder, str(copy)))
+                q = reducer.transform(encoder.encode_file(str(copy), 10**8))
                 ranked = [h.path for h in store.search(info, q, 3)[0]]
                 total += 1
                 top1 += ranked[0] == path_to_uri(corpus / original.name)

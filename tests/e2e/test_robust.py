@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import hostile
-from conftest import copy_photos, run_cli
+from helpers import build_hostile, settings
+from helpers import copy_photos, run_cli
 from imgsearch.sources import image_id, path_to_uri
 from imgsearch.store import open_store
 
@@ -37,7 +37,7 @@ def _prefix() -> list[str]:
 def hostile_run(photo_paths):
     work = Path(tempfile.mkdtemp(prefix="imgsearch-hostile-"))
     src = work / "corpus"
-    expect = hostile.build(src, photo_paths)
+    expect = build_hostile(src, photo_paths)
     cmd = _prefix() + [sys.executable, "-m", "imgsearch"]
     db = work / "hostile.db"
     res = subprocess.run(cmd + ["index", str(src), "--db", str(db)], capture_output=True, text=True, timeout=600)
@@ -64,7 +64,7 @@ def test_every_hostile_file_recorded_every_good_one_indexed(hostile_run):
         assert why in recorded[_uri(src, rel)], (rel, recorded[_uri(src, rel)])
     good = [rel for rel, why in expect.items() if why is None]
     ids = {image_id(_uri(src, rel)) for rel in good}
-    with open_store(str(db)) as store:
+    with open_store(str(db), settings()) as store:
         info = store.collection_for(None)
         rows = store.get(info, sorted(ids))
         assert {r["id"] for r in rows} == ids and info.count == len(ids)
@@ -86,21 +86,22 @@ def test_file_deleted_while_job_runs(tmp_path, photo_paths, monkeypatch):
     """The listing sees a file that is gone when the engine reads it: recorded as such, the rest indexed; a
     --sync rerun then forgets it."""
     from imgsearch import pipeline
+    from imgsearch.engines import local
 
     src = copy_photos(photo_paths[:6], tmp_path / "src")
     victim = src / photo_paths[2].name
-    real = pipeline.list_images
+    real = local.list_images
 
     def list_then_delete(*a, **kw):
         yield from real(*a, **kw)
         victim.unlink()
 
-    monkeypatch.setattr(pipeline, "list_images", list_then_delete)
+    monkeypatch.setattr(local, "list_images", list_then_delete)
     db = str(tmp_path / "d.db")
-    rep = pipeline.index(str(src), db, "efficientnet_lite0", progress=False)
+    rep = pipeline.index(str(src), db, "efficientnet_lite0", settings(), progress=False)
     assert rep.embed.embedded == 5 and rep.embed.failures == [(path_to_uri(victim), "file disappeared before it "
                                                                                    "could be read")]
-    monkeypatch.setattr(pipeline, "list_images", real)
-    again = pipeline.index(str(src), db, "efficientnet_lite0", progress=False, sync=True)
+    monkeypatch.setattr(local, "list_images", real)
+    again = pipeline.index(str(src), db, "efficientnet_lite0", settings(), progress=False, sync=True)
     assert again.embed.removed == 1 and again.embed.unchanged == 5
-    assert pipeline.failures(db) == []
+    assert pipeline.failures(db, settings()) == []

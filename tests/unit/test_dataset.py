@@ -1,4 +1,3 @@
-from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -7,26 +6,7 @@ import pytest
 from imgsearch import dataset as dset
 from imgsearch.errors import DatasetError
 
-
-def make_table(n=5, dim=8, failed=(2,)):
-    rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    cols = dset.empty_columns()
-    vectors = []
-    for i in range(n):
-        cols["id"].append(f"id{i}")
-        cols["path"].append(f"file:///x/{i}.jpg")
-        cols["model"].append("m")
-        cols["dim"].append(dim)
-        cols["bytes"].append(100 + i)
-        cols["mtime"].append(datetime(2026, 1, 1, tzinfo=timezone.utc))
-        bad = i in failed
-        cols["width"].append(None if bad else 10)
-        cols["height"].append(None if bad else 20)
-        cols["format"].append(None if bad else "JPEG")
-        cols["error"].append("empty file" if bad else None)
-        vectors.append(None if bad else vecs[i])
-    return dset.to_table(cols, vectors), vecs
+from helpers import make_table
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from imgsearch import dataset as dset
 from imgsearch.sources import image_id, path_to_uri
-from conftest import copy_photos
+from helpers import copy_photos, settings
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def messy_dir(tmp_path_factory, photo_paths):
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, messy_dir):
-    from conftest import run_cli
+    from helpers import run_cli
 
     work = tmp_path_factory.mktemp("idx")
     db, out = work / "imgsearch.db", work / "parquet"
@@ -47,7 +47,7 @@ def test_index_records_bad_files_and_goes_on(indexed, messy_dir, photo_paths):
     # every valid image is in Milvus, under its stable id
     from imgsearch.store import open_store
 
-    with open_store(str(db)) as store:
+    with open_store(str(db), settings()) as store:
         info = store.collection_for(None)
         ids = {p.name: image_id(path_to_uri(messy_dir / p.name)) for p in photo_paths}
         got = store.get(info, list(ids.values()))
