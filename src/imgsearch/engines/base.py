@@ -67,7 +67,7 @@ class Engine(ABC):
     # -- the contract -------------------------------------------------------------------------------------------------
     @abstractmethod
     def can_read(self, uri: str) -> bool:
-        """Whether this engine can list and read files (or a dataset) at `uri`."""
+        """Whether this engine can list, read and write files (or a dataset) at `uri`."""
 
     @abstractmethod
     def list(self, src: str) -> Listing:
