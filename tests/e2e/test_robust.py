@@ -86,22 +86,22 @@ def test_file_deleted_while_job_runs(tmp_path, photo_paths, monkeypatch):
     """The listing sees a file that is gone when the engine reads it: recorded as such, the rest indexed; a
     --sync rerun then forgets it."""
     from imgsearch import pipeline
-    from imgsearch.engines import local
+    from imgsearch.engines import base
 
     src = copy_photos(photo_paths[:6], tmp_path / "src")
     victim = src / photo_paths[2].name
-    real = local.list_images
+    real = base.list_images
 
     def list_then_delete(*a, **kw):
         yield from real(*a, **kw)
         victim.unlink()
 
-    monkeypatch.setattr(local, "list_images", list_then_delete)
+    monkeypatch.setattr(base, "list_images", list_then_delete)
     db = str(tmp_path / "d.db")
     rep = pipeline.index(str(src), db, "efficientnet_lite0", settings(), progress=False)
     assert rep.embed.embedded == 5 and rep.embed.failures == [(path_to_uri(victim), "file disappeared before it "
                                                                                    "could be read")]
-    monkeypatch.setattr(local, "list_images", real)
+    monkeypatch.setattr(base, "list_images", real)
     again = pipeline.index(str(src), db, "efficientnet_lite0", settings(), progress=False, sync=True)
     assert again.embed.removed == 1 and again.embed.unchanged == 5
     assert pipeline.failures(db, settings()) == []
