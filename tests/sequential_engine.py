@@ -16,7 +16,7 @@ from imgsearch import dataset as dset
 from imgsearch.core import decode_record, embed_outcomes
 from imgsearch.engines import DATASET_COLUMNS, Engine, register_engine
 from imgsearch.engines.base import list_local
-from imgsearch.errors import DatasetError, SourceError
+from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.reduce import Moments
 from imgsearch.sources import FileRecord, is_remote, read_bytes
@@ -35,11 +35,7 @@ class SequentialEngine(Engine):
 
     def embed(self, src: str, records: Sequence[FileRecord], out: str, job: EmbedJob, *,
               mode: str = "append") -> EmbedReport:
-        if mode != "append" and dset.has_data(out):
-            if mode == "new":
-                raise DatasetError(f"{out} already holds embeddings")
-            for f in dset.part_files(out):
-                f.unlink()
+        dset.prepare(out, mode)
         started = time.perf_counter()
         embedder = job.create_embedder()
         rep = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim)

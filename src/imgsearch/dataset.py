@@ -127,6 +127,19 @@ def part_files(path: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
+def prepare(path: str | os.PathLike[str], mode: str) -> None:
+    """Ready a dataset folder for an embed run: "append" keeps its parts, "replace" deletes them, "new" refuses a
+    folder that already holds embeddings."""
+    if mode not in ("append", "replace", "new"):
+        raise ValueError(f"unknown dataset mode {mode!r}")
+    if mode == "append" or not has_data(path):
+        return
+    if mode == "new":
+        raise DatasetError(f"{path} already holds embeddings; choose another --out or pass --overwrite")
+    for f in part_files(path):
+        f.unlink()
+
+
 def has_data(path: str | os.PathLike[str]) -> bool:
     root = Path(path)
     return root.is_dir() and bool(part_files(root))

@@ -60,9 +60,7 @@ def embed_with(eng: Engine, src: str, out: str, job: EmbedJob, *, overwrite: boo
         return rep
     out_dir = Path(local_path(out))
     with FolderLock(out_dir):
-        if overwrite:
-            for f in dset.part_files(out_dir):
-                f.unlink()
+        dset.prepare(out_dir, "replace" if overwrite else "append")
         state = catalog.read_state(out_dir)
         if state.models - {spec.name}:
             raise DatasetError(f"{out} holds embeddings of {', '.join(sorted(state.models))}; a dataset holds one "

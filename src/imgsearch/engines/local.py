@@ -19,7 +19,7 @@ import pyarrow as pa
 from imgsearch import dataset as dset
 from imgsearch.core import Outcome, decode_record, embed_outcomes, worker_log
 from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
-from imgsearch.errors import DatasetError, SourceError
+from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.models import Embedder
 from imgsearch.reduce import Moments
@@ -47,11 +47,7 @@ class LocalEngine(Engine):
               mode: str = "append") -> EmbedReport:
         self._require_local(out)
         out_dir = Path(local_path(out))
-        if mode != "append" and dset.has_data(out_dir):
-            if mode == "new":
-                raise DatasetError(f"{out} already holds embeddings; choose another --out or pass --overwrite")
-            for f in dset.part_files(out_dir):
-                f.unlink()
+        dset.prepare(out_dir, mode)
         return embed_records(list(records), out_dir, job.create_embedder(), job)
 
     def fit_moments(self, data: str) -> Moments:
