@@ -49,8 +49,13 @@ def save(section: str, figures: dict, quick: bool) -> Path:
     path = RESULTS.with_name("results-quick.json") if quick else RESULTS
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = machine()
+    from imgsearch.models import cpu_features
+
+    cpu = cpu_features()  # each section records the CPU kind it ran on: sections may come from different machines
     data.setdefault("sections", {})[section] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                                "git": _git_rev(), "quick": quick, **figures}
+                                                "git": _git_rev(), "quick": quick,
+                                                "cpu": {"kind": cpu.kind, "flags": sorted(cpu.flags),
+                                                        "emulated": cpu.emulated}, **figures}
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 

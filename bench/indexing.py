@@ -38,7 +38,7 @@ def forward_rate(embedder, crops: np.ndarray, batch: int, repeats: int = 2) -> f
 
 
 def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None = None, sample: int = 512,
-            weights: str | None = None) -> dict:
+            weights: str | None = None, runtime: str | None = None) -> dict:
     from imgsearch.config import get_settings
     from imgsearch.core import decode_record
     from imgsearch.engines.local import embed_records
@@ -46,7 +46,8 @@ def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None 
     from imgsearch.sources import list_images, read_bytes
 
     s = get_settings()
-    job = EmbedJob.from_settings(s.model_copy(update={"precision": precision or s.precision}), model,
+    s = s.model_copy(update={"precision": precision or s.precision, "runtime": runtime or s.runtime})
+    job = EmbedJob.from_settings(s, model,
                                  weights=weights, progress=False)
     emb = job.create_embedder()
     records = list(list_images(src))
@@ -67,7 +68,7 @@ def measure(src: Path, model: str = "efficientnet_lite0", precision: str | None 
     # lacks. ratio <= model core-ms / (model core-ms + decode core-ms), however well the two overlap.
     cores = os.cpu_count() or 1
     model_core_ms = cores * 1000 / forward
-    return {"model": model, "precision": emb.precision, "images": len(records), "embedded": rep.embedded,
+    return {"model": model, "runtime": emb.runtime, "precision": emb.precision, "images": len(records), "embedded": rep.embedded,
             "failed": rep.failed, "batch_size": s.batch_size, "torch_threads": s.torch_threads or "cores",
             "decode_one_thread_ms_per_img": round(decode_ms, 2),
             "forward_img_per_s": round(forward, 1), "forward_before_after": [round(before, 1), round(after, 1)],

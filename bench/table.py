@@ -8,7 +8,10 @@ from bench.common import RESULTS
 
 
 def when(sec: dict) -> str:
-    return sec["date"][:10] + (f", commit {sec['git']}" if sec.get("git") else "")
+    """Date, commit and the CPU kind a section ran on (sections written before kinds were recorded ran on a CPU with
+    native bf16: their `auto` precision was bf16)."""
+    kind = sec["cpu"]["kind"] if isinstance(sec.get("cpu"), dict) and "kind" in sec["cpu"] else "avx512-bf16"
+    return sec["date"][:10] + (f", commit {sec['git']}" if sec.get("git") else "") + f", CPU {kind}"
 
 
 def search_load_rows(sec: dict) -> list[str]:
@@ -21,6 +24,25 @@ def search_load_rows(sec: dict) -> list[str]:
         rows.append(f"| search (upload → top-{sec['k']}) over {sec['index_vectors']:,} × {sec['dim']} | {load} | "
                     f"{p['requests']:,} | {p['errors']} | {p['qps']:.1f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |")
     return rows
+
+
+def cpu_rows(sec: dict) -> list[str]:
+    out = [f"Speed per CPU kind, runtime and precision ({when(sec)}; {sec['model']}). Forward: batches of 32, every "
+           "core; end-to-end: the local engine over web-size JPEGs; query: one image, one thread. Quality against "
+           "torch fp32 on real images (sample photos, their edited copies, tuxpaint stamps).", "",
+           "| CPU kind | path | forward img/s | × torch fp32 | end-to-end img/s | end-to-end / forward | decode bound | "
+           "query ms | cosine min | near-dup R@1 | top-1 = fp32 | stamps mAP |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, k in sec["kinds"].items():
+        for path, r in k["paths"].items():
+            chosen = " (auto)" if path == k["auto"] else ""
+            out.append(f"| {kind} | {path}{chosen} | {r['forward_img_per_s']:.1f} | {r['forward_over_torch_fp32']:.2f} | "
+                       f"{r['e2e_img_per_s']:.1f} | {r['e2e_over_forward_ratio']:.2f} | {r['decode_bound_ratio']:.2f} | "
+                       f"{r['query_ms_one_thread']:.1f} | {r['cosine_vs_torch_fp32_min']:.4f} | "
+                       f"{r['near_dup_recall@1']:.3f} | {r['top1_same_as_torch_fp32']:.3f} | "
+                       f"{r.get('stamps_mAP', float('nan')):.3f} |")
+    out.append("")
+    return out
 
 
 def render() -> str:
@@ -105,6 +127,8 @@ def render() -> str:
                     f"fixed + {model['local']['img_per_s']:.0f} img/s; Spark local[2] {model['spark_local2']['fixed_s']:.1f} s "
                     f"fixed + {model['spark_local2']['img_per_s']:.0f} img/s."]
         out.append("")
+    if "cpu" in secs:
+        out += cpu_rows(secs["cpu"])
     if "pca" in secs:
         sec = secs["pca"]
         rec = sec["recall_at_10_vs_full"]

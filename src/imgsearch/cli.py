@@ -376,6 +376,35 @@ def engines() -> None:
         typer.echo(name)
 
 
+@app.command()
+def doctor(model: str = ModelOpt,
+           every: bool = typer.Option(False, "--all", help="probe every runtime and precision this device can run"),
+           seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="length of each forward-rate probe"),
+           no_probe: bool = typer.Option(False, "--no-probe", help="print the CPU and the choice only"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The CPU features seen, the runtime and precision chosen (IMGSEARCH_RUNTIME/PRECISION), and their speed here."""
+    from dataclasses import asdict
+
+    from imgsearch import doctor as doc
+
+    rep = doc.run(_S, model=model, seconds=seconds, every=every, measure=not no_probe)
+    if as_json:
+        typer.echo(json.dumps(asdict(rep), indent=2))
+        return
+    cpu = rep.cpu
+    typer.echo(f"cpu: {cpu['model']}, {cpu['cores']} cores, kind {cpu['kind']}"
+               + (f" (emulated: ONEDNN_MAX_CPU_ISA={cpu['onednn_max_cpu_isa']})" if cpu["emulated"] else ""))
+    typer.echo(f"  flags: {' '.join(cpu['flags']) or '-'}")
+    typer.echo("versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in rep.versions.items()))
+    c = rep.chosen
+    typer.echo(f"chosen: {c['runtime']} {c['precision']} on {c['device']} ({c['why']}; asked runtime "
+               f"{c['asked']['runtime']}, precision {c['asked']['precision']})")
+    for p in rep.probes:
+        typer.echo(f"probe {model} {p.runtime:5s} {p.precision:5s}: forward {p.forward_img_per_s:7.1f} img/s "
+                   f"(batch {_S.batch_size}, {p.threads or 'all'} threads), one query {p.query_ms_p50:6.1f} ms "
+                   f"({p.query_threads} thread{'s' if p.query_threads != 1 else ''})")
+
+
 @app.command("sample-data")
 def sample_data(out: str = typer.Argument(..., help="folder to fill with sample photos"),
                 variants: bool = typer.Option(False, "--variants",

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="intra-op threads for torch; 0 = number of CPU cores")
     precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$",
                            description="inference precision; auto = bf16 on CPUs with native bf16 and on CUDA, else fp32")
+    runtime: str = Field("auto", pattern="^(auto|torch|onnx)$",
+                         description="inference runtime; auto = torch on CUDA and on CPUs with native bf16, else "
+                         "ONNX Runtime (see 'imgsearch doctor')")
+    cache_dir: str = Field("", description="exported/compiled models; empty = $XDG_CACHE_HOME/imgsearch or "
+                           "~/.cache/imgsearch")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard: refuse larger images")
     rows_per_part: int = Field(4096, ge=1, description="rows per Parquet part file written by the local engine")

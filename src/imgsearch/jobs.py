@@ -22,6 +22,8 @@ class EmbedJob:
     model: str
     weights: str | None = None
     precision: str = "auto"
+    runtime: str = "auto"
+    cache_dir: str = ""
     device: str = "auto"
     batch_size: int = 32
     max_pixels: int = 100_000_000
@@ -38,14 +40,16 @@ class EmbedJob:
                       batch_size: int | None = None, workers: int | None = None,
                       progress: bool | None = None) -> "EmbedJob":
         s = settings
-        return cls(model=model, weights=weights, precision=s.precision, device=s.device,
+        return cls(model=model, weights=weights, precision=s.precision, runtime=s.runtime,
+                   cache_dir=s.cache_dir, device=s.device,
                    batch_size=batch_size or s.batch_size, max_pixels=s.max_pixels, max_file_bytes=s.max_file_bytes,
                    threads=s.torch_threads, workers=workers or s.workers, rows_per_part=s.rows_per_part,
                    part_seconds=s.part_seconds, worker_log=s.worker_log, progress=progress)
 
     def create_embedder(self, device: str | None = None, threads: int | None = None) -> Embedder:
         return create_model(self.model, weights=self.weights, device=device or self.device,
-                            precision=self.precision, threads=self.threads if threads is None else threads)
+                            precision=self.precision, runtime=self.runtime, cache_dir=self.cache_dir or None,
+                            threads=self.threads if threads is None else threads)
 
 
 @dataclass

@@ -37,7 +37,8 @@ class QueryEncoder:
         """The encoder of a stored collection: its recorded model, and its reducer from beside the database."""
         reducer = reducer_for(db, info, settings) if info.reducer else None
         emb = embedder or create_model(info.model, weights=weights, device=settings.device,
-                                       precision=settings.precision,
+                                       precision=settings.precision, runtime=settings.runtime,
+                                       cache_dir=settings.cache_dir or None,
                                        threads=settings.torch_threads if threads is None else threads)
         return cls(emb, reducer, info)
 

@@ -151,7 +151,8 @@ class SearchService:
                                                            embedder=embedder)
             else:  # an empty database: the first added image creates the collection
                 self.encoder = QueryEncoder(embedder or create_model(self.model_name, device=s.device,
-                                                                     precision=s.precision,
+                                                                     precision=s.precision, runtime=s.runtime,
+                                                                     cache_dir=s.cache_dir or None,
                                                                      threads=s.serve_torch_threads))
             self.embedder = self.encoder.embedder
             self.reducer = self.encoder.reducer

@@ -16,7 +16,7 @@ LAYERS = [
     ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),
     ("vector store", {"store"}),
     ("engines and queries", {"engines", "query"}),
-    ("use cases", {"pipeline", "evaluation", "service"}),
+    ("use cases", {"pipeline", "evaluation", "service", "doctor"}),
     ("edges", {"server", "cli", "testing", "__main__"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
@@ -25,6 +25,7 @@ OWNERS = {  # third-party package -> the only place in imgsearch that may import
     "pyspark": "engines/spark/",
     "fastapi": "server/", "starlette": "server/", "uvicorn": "server/", "prometheus_client": "server/",
     "pymilvus": "store.py", "milvus_lite": "store.py",
+    "onnxruntime": "models/",
 }
 
 

@@ -1,5 +1,6 @@
 """Model registry, timm-style: `create_model(name)` returns an Embedder; each model file registers itself."""
 
+from imgsearch.models.cpu import CpuFeatures, cpu_features
 from imgsearch.models.registry import (
     ALLOCATOR_ENV,
     Embedder,
@@ -14,4 +15,4 @@ from imgsearch.models.registry import (
 from imgsearch.models import efficientnet as _efficientnet  # noqa: F401,E402
 from imgsearch.models import resnet as _resnet  # noqa: F401,E402
 
-__all__ = ["ALLOCATOR_ENV", "Embedder", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
+__all__ = ["ALLOCATOR_ENV", "CpuFeatures", "cpu_features", "Embedder", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]

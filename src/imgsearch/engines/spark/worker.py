@@ -39,13 +39,13 @@ def task_device(job: EmbedJob) -> str:
 def worker_embedder(job: EmbedJob) -> Embedder:
     """The model for this Python worker, loaded on first use and reused by every later batch and task."""
     device = task_device(job)
-    key = (job.model, job.weights, job.precision, device, job.threads)
+    key = (job.model, job.weights, job.precision, job.runtime, device, job.threads)
     emb = _EMBEDDERS.get(key)
     if emb is None:
         emb = job.create_embedder(device=device)
         _EMBEDDERS[key] = emb
         worker_log(job.worker_log, f"load {os.getpid()} t={time.time():.3f}")
-        print(f"imgsearch: loaded {job.model} ({emb.precision}, {device}) in worker {os.getpid()}", file=sys.stderr)
+        print(f"imgsearch: loaded {job.model} ({emb.runtime} {emb.precision}, {device}) in worker {os.getpid()}", file=sys.stderr)
     return emb
 
 

@@ -1,0 +1,110 @@
+"""`imgsearch doctor`: what this machine offers for inference, what imgsearch chose, and how fast it runs here.
+
+The probe embeds real photos (the packaged sample set) for a few seconds with the chosen path, and times single-image
+queries at the service's thread count, so a user sees on their own CPU the figures the defaults were chosen from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imgsearch.config import Settings
+from imgsearch.imaging import decode_image
+from imgsearch.models import Embedder, create_model, cpu_features
+from imgsearch.models.policy import choose, onnx_available, runtime_versions
+from imgsearch.models.torch_session import resolve_device
+
+
+@dataclass
+class Probe:
+    runtime: str
+    precision: str
+    forward_img_per_s: float
+    query_ms_p50: float
+    threads: int
+    query_threads: int
+
+
+@dataclass
+class DoctorReport:
+    cpu: dict
+    versions: dict
+    chosen: dict
+    probes: list[Probe] = field(default_factory=list)
+
+
+def sample_crops(prep, n: int) -> np.ndarray:
+    from imgsearch.samples import sample_photo_files
+
+    photos = [decode_image(p.read_bytes(), prep, 10**8).pixels for p in sample_photo_files()]
+    return np.stack([photos[i % len(photos)] for i in range(n)])
+
+
+def forward_rate(emb: Embedder, crops: np.ndarray, seconds: float) -> float:
+    """Images per second through `emb.embed` in batches of len(crops), for about `seconds` after one warm-up."""
+    emb.embed(crops)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n == 0:
+        emb.embed(crops)
+        n += len(crops)
+    return n / (time.perf_counter() - t0)
+
+
+def query_latency_ms(emb: Embedder, crops: np.ndarray, repeats: int = 20) -> float:
+    """Median time to embed one image (what a search spends on its query)."""
+    emb.embed(crops[:1])
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        emb.embed(crops[i % len(crops):i % len(crops) + 1])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds: float) -> list[Probe]:
+    """Forward rate of each (runtime, precision) at the indexing thread count, then one-image latency of each at the
+    service's (torch's thread count is per process: every batch probe runs before any one-thread probe)."""
+    s = settings
+    common = dict(device=s.device, cache_dir=s.cache_dir or None)
+    rates = []
+    for runtime, precision in pairs:
+        emb = create_model(model, threads=s.torch_threads, runtime=runtime, precision=precision, **common)
+        crops = sample_crops(emb.prep, s.batch_size)
+        rates.append((emb.runtime, emb.precision, forward_rate(emb, crops, seconds)))
+    out = []
+    for (runtime, precision, rate) in rates:
+        one = create_model(model, threads=s.serve_torch_threads, runtime=runtime, precision=precision, **common)
+        latency = query_latency_ms(one, sample_crops(one.prep, 8))
+        out.append(Probe(runtime, precision, round(rate, 1), round(latency, 2), s.torch_threads or 0,
+                         s.serve_torch_threads))
+    return out
+
+
+def candidates(device_type: str) -> list[tuple[str, str]]:
+    """Every (runtime, precision) this device can run."""
+    if device_type == "cuda":
+        return [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
+    out = [("torch", "fp32"), ("torch", "bf16")]
+    if onnx_available():
+        out.append(("onnx", "fp32"))
+    return out
+
+
+def run(settings: Settings, model: str | None = None, seconds: float = 5.0, every: bool = False,
+        measure: bool = True) -> DoctorReport:
+    s = settings
+    model = model or s.model
+    cpu = cpu_features()
+    dev = resolve_device(s.device)
+    plan = choose(dev.type, s.precision, s.runtime, cpu)
+    report = DoctorReport(cpu=cpu.describe(), versions=runtime_versions(),
+                          chosen={"device": str(dev), "runtime": plan.runtime, "precision": plan.precision,
+                                  "why": plan.why, "asked": {"runtime": s.runtime, "precision": s.precision}})
+    if not measure:
+        return report
+    pairs = candidates(dev.type) if every else [(plan.runtime, plan.precision)]
+    report.probes = probe(model, s, pairs, seconds)
+    return report
