@@ -75,7 +75,7 @@ class Embedder:
 
     def __init__(self, spec: ModelSpec, weights: Path | None = None, device: str = "auto",
                  precision: str = "auto", threads: int = 0, jit: bool = True, runtime: str = "auto",
-                 cache_dir: Path | None = None, spin: bool = True):
+                 cache_dir: Path | None = None, spin: bool = False):
         tune_allocator()
         self.spec = spec
         self.name = spec.name
@@ -118,7 +118,7 @@ class Embedder:
 
 def create_model(name: str, weights: str | Path | None = None, device: str = "auto", precision: str = "auto",
                  threads: int = 0, jit: bool = True, runtime: str = "auto", cache_dir: str | Path | None = None,
-                 spin: bool = True) -> Embedder:
+                 spin: bool = False) -> Embedder:
     """Build a registered model, ready to embed. `weights` overrides the model's default weights source."""
     spec = get_spec(name)
     path = Path(weights) if weights else None
