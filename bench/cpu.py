@@ -83,7 +83,7 @@ def quality(vec: np.ndarray, ref: np.ndarray, n_photos: int, targets: np.ndarray
 
 
 def measure_kind(quick: bool) -> dict:
-    from imgsearch.doctor import query_latency_ms
+    from imgsearch.models.probe import query_latency_ms
     from imgsearch.models import cpu_features, create_model
 
     cpu = cpu_features()

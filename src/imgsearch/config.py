@@ -4,7 +4,10 @@ The edges (CLI, server) build one Settings and pass it down; nothing below them 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +57,16 @@ class Settings(BaseSettings):
                                      "on a 2-core machine); 0 = number of CPU cores")
     query_batch_max: int = Field(16, ge=1, le=256, description="queries embedded together by the service")
     query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long the service waits to fill a batch")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imgsearch"
+
+
+def cache_dir_of(settings: Settings) -> Path:
+    """Where exported models and measured choices are kept."""
+    return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
 
 @lru_cache(maxsize=1)

@@ -6,15 +6,13 @@ queries at the service's thread count, so a user sees on their own CPU the figur
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from imgsearch.config import Settings
-from imgsearch.imaging import decode_image
-from imgsearch.models import Embedder, create_model, cpu_features
-from imgsearch.models.policy import choose, onnx_available, runtime_versions
+from imgsearch.models import create_model, cpu_features
+from imgsearch.models.policy import choose, runtime_versions
+from imgsearch.models.probe import cpu_candidates, forward_rate, query_latency_ms, sample_crops
 from imgsearch.models.torch_session import resolve_device
 
 
@@ -34,34 +32,6 @@ class DoctorReport:
     versions: dict
     chosen: dict
     probes: list[Probe] = field(default_factory=list)
-
-
-def sample_crops(prep, n: int) -> np.ndarray:
-    from imgsearch.samples import sample_photo_files
-
-    photos = [decode_image(p.read_bytes(), prep, 10**8).pixels for p in sample_photo_files()]
-    return np.stack([photos[i % len(photos)] for i in range(n)])
-
-
-def forward_rate(emb: Embedder, crops: np.ndarray, seconds: float) -> float:
-    """Images per second through `emb.embed` in batches of len(crops), for about `seconds` after one warm-up."""
-    emb.embed(crops)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or n == 0:
-        emb.embed(crops)
-        n += len(crops)
-    return n / (time.perf_counter() - t0)
-
-
-def query_latency_ms(emb: Embedder, crops: np.ndarray, repeats: int = 20) -> float:
-    """Median time to embed one image (what a search spends on its query)."""
-    emb.embed(crops[:1])
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        emb.embed(crops[i % len(crops):i % len(crops) + 1])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
 
 
 def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds: float) -> list[Probe]:
@@ -84,14 +54,10 @@ def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds:
 
 
 def candidates(device_type: str) -> list[tuple[str, str]]:
-    """Every (runtime, precision) this device runs well (bf16 on a CPU without it in hardware is emulated, ~25x
-    slower than fp32 on an AVX2 CPU: not a candidate)."""
+    """Every (runtime, precision) this device runs well."""
     if device_type == "cuda":
         return [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
-    out = [("torch", "fp32")] + ([("torch", "bf16")] if cpu_features().native_bf16 else [])
-    if onnx_available():
-        out.append(("onnx", "fp32"))
-    return out
+    return cpu_candidates()
 
 
 def run(settings: Settings, model: str | None = None, seconds: float = 5.0, every: bool = False,

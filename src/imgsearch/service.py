@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.config import Settings
+from imgsearch.config import Settings, cache_dir_of
 from imgsearch.core import FileRecord, Outcome, embed_outcomes
 from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_image, make_thumbnail, sniff_format
 from imgsearch.layout import data_dir_for
@@ -136,6 +136,20 @@ class SearchOutcome:
     message: str | None = None
 
 
+def query_embedder(model: str, s: Settings) -> tuple[Embedder, dict]:
+    """The model that embeds queries: with runtime and precision left to `auto` on a CPU, the path measured fastest
+    for one query at the service's thread count on this machine (measured once, then remembered); otherwise the path
+    the settings ask for."""
+    from imgsearch.models.probe import fastest_for_queries
+    from imgsearch.models.torch_session import resolve_device
+
+    if s.runtime == "auto" and s.precision == "auto" and resolve_device(s.device).type == "cpu":
+        return fastest_for_queries(model, s.serve_torch_threads, cache_dir_of(s))
+    emb = create_model(model, device=s.device, precision=s.precision, runtime=s.runtime,
+                       cache_dir=cache_dir_of(s), threads=s.serve_torch_threads)
+    return emb, {"runtime": emb.runtime, "precision": emb.precision, "why": emb.plan.why}
+
+
 class SearchService:
     def __init__(self, db: str, settings: Settings, model: str | None = None, embedder: Embedder | None = None):
         self.settings = s = settings
@@ -146,14 +160,15 @@ class SearchService:
             chosen = self.store.collection_for(model) if infos else None
             self.collection_name = chosen.name if chosen else collection_name(model or s.model)
             self.model_name = chosen.model if chosen else (model or s.model)
+            if embedder is None:
+                embedder, self.query_path = query_embedder(self.model_name, s)
+            else:
+                self.query_path = {"runtime": embedder.runtime, "precision": embedder.precision, "why": "given"}
             if chosen is not None:
                 self.encoder = QueryEncoder.for_collection(db, chosen, s, threads=s.serve_torch_threads,
                                                            embedder=embedder)
             else:  # an empty database: the first added image creates the collection
-                self.encoder = QueryEncoder(embedder or create_model(self.model_name, device=s.device,
-                                                                     precision=s.precision, runtime=s.runtime,
-                                                                     cache_dir=s.cache_dir or None,
-                                                                     threads=s.serve_torch_threads))
+                self.encoder = QueryEncoder(embedder)
             self.embedder = self.encoder.embedder
             self.reducer = self.encoder.reducer
             self.batcher = QueryBatcher(self.encoder, self.store, s.query_batch_max, s.query_batch_wait_ms)

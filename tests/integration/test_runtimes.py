@@ -118,3 +118,47 @@ def test_doctor_reports_cpu_choice_and_measured_speed(cli):
 
     with pytest.raises(ModelError, match="bf16 is a torch path"):  # the CLI prints it as one line, exit 1
         doctor.run(Settings(runtime="onnx", precision="bf16"), measure=False)
+
+
+def test_query_path_is_measured_once_per_machine_and_remembered(tiny_model, tmp_path, monkeypatch):
+    from imgsearch.models import probe
+
+    cache = tmp_path / "cache"
+    emb, record = probe.fastest_for_queries(tiny_model, threads=1, cache_dir=cache)
+    measured = record["query_ms"]
+    assert set(measured) == {f"{r} {p}" for r, p in probe.cpu_candidates()} and len(measured) >= 2
+    assert f"{emb.runtime} {emb.precision}" == min(measured, key=measured.get)  # the fastest one is used
+    assert len(list((cache / "choices").glob("*.json"))) == 1
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(probe, "query_latency_ms", no_measuring)
+    again, rec2 = probe.fastest_for_queries(tiny_model, threads=1, cache_dir=cache)
+    assert rec2 == record and (again.runtime, again.precision) == (emb.runtime, emb.precision)
+    with pytest.raises(AssertionError, match="measured again"):  # another thread count is another choice
+        probe.fastest_for_queries(tiny_model, threads=2, cache_dir=cache)
+
+
+def test_service_reports_its_measured_query_path(indexed_lite0_db, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from imgsearch.config import Settings
+    from imgsearch.server import create_app
+
+    db = indexed_lite0_db
+    with TestClient(create_app(str(db), settings=Settings(cache_dir=str(tmp_path / "cache")))) as c:
+        path = c.get("/api/stats").json()["query_path"]
+    assert path["runtime"] in ("torch", "onnx") and len(path["query_ms"]) >= 2
+    forced = Settings(cache_dir=str(tmp_path / "cache"), runtime="torch", precision="fp32")
+    with TestClient(create_app(str(db), settings=forced)) as c:
+        path = c.get("/api/stats").json()["query_path"]
+    assert (path["runtime"], path["precision"]) == ("torch", "fp32")  # asked for: not overridden by a measurement
+
+
+@pytest.fixture(scope="module")
+def indexed_lite0_db(tmp_path_factory, photo_paths):
+    from helpers import index_photos
+
+    db, _ = index_photos(tmp_path_factory, photo_paths[:4], "qpath")
+    return db

@@ -15,15 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsearch.config import default_cache_dir
 from imgsearch.errors import ModelError
 from imgsearch.models.spec import ModelSpec
 
 OPSET = 17
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "imgsearch"
 
 
 def weights_digest(module) -> str:

@@ -196,7 +196,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
                 "collection": info.name if info else None, "index_type": info.index_type if info else None,
                 "db": sv.db, "uptime_s": round(time.time() - sv.started, 1), "version": __version__,
                 "query_batches": sv.batcher.batches, "queries_embedded": sv.batcher.images,
-                "max_upload_bytes": s.max_upload_bytes, "max_k": 100}
+                "max_upload_bytes": s.max_upload_bytes, "max_k": 100, "query_path": sv.query_path}
 
     @app.get("/healthz")
     async def healthz():
