@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 from imgsearch.config import Settings
 from imgsearch.models import create_model, cpu_features
 from imgsearch.models.policy import choose, runtime_versions
