@@ -18,7 +18,6 @@ from imgsearch.engines import DATASET_COLUMNS, Engine, register_engine
 from imgsearch.engines.base import list_local
 from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
-from imgsearch.reduce import Moments
 from imgsearch.sources import FileRecord, is_remote, read_bytes
 
 
@@ -49,12 +48,6 @@ class SequentialEngine(Engine):
                     rep.failures.append((rec.uri, outcome.error))
         rep.parts, rep.failed, rep.seconds = writer.parts, len(rep.failures), time.perf_counter() - started
         return rep
-
-    def fit_moments(self, data: str) -> Moments:
-        m = Moments()
-        for b in self.stream_rows(data, columns=("vector",)):
-            m.add(dset.vectors_of(b))
-        return m
 
     def stream_rows(self, data: str, columns: Sequence[str] = DATASET_COLUMNS,
                     batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:

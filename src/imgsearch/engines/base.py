@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
+from imgsearch import dataset as dset
 from imgsearch.config import Settings
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.reduce import Moments
@@ -82,9 +83,14 @@ class Engine(ABC):
         `mode`: "append" adds parts to the dataset (incremental runs); "replace" writes it afresh; "new" writes it
         afresh but fails if it already holds embeddings (the modes of a dataset on a remote file system)."""
 
-    @abstractmethod
     def fit_moments(self, data: str) -> Moments:
-        """PCA's sufficient statistics (n, sum, X^T X) of every embedded vector of the dataset at `data`."""
+        """PCA's sufficient statistics (n, sum, X^T X) of every embedded vector of the dataset at `data`.
+
+        Here: the vectors streamed through this process. A distributed engine overrides it to sum per task."""
+        m = Moments()
+        for b in self.stream_rows(data, columns=("vector",)):
+            m.add(dset.vectors_of(b))
+        return m
 
     @abstractmethod
     def stream_rows(self, data: str, columns: Sequence[str] = DATASET_COLUMNS,

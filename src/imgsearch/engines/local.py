@@ -22,7 +22,6 @@ from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
 from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.models import Embedder
-from imgsearch.reduce import Moments
 from imgsearch.sources import (FileRecord, is_remote, local_path, read_bytes)
 
 
@@ -49,13 +48,6 @@ class LocalEngine(Engine):
         out_dir = Path(local_path(out))
         dset.prepare(out_dir, mode)
         return embed_records(list(records), out_dir, job.create_embedder(), job)
-
-    def fit_moments(self, data: str) -> Moments:
-        self._require_local(data)
-        m = Moments()
-        for b in dset.iter_embedded(data, columns=("vector",)):
-            m.add(dset.vectors_of(b))
-        return m
 
     def stream_rows(self, data: str, columns: Sequence[str] = DATASET_COLUMNS,
                     batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
