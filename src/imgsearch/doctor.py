@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imgsearch.config import Settings
+from imgsearch.config import Settings, cache_dir_of
 from imgsearch.models import create_model, cpu_features
 from imgsearch.models.policy import choose, runtime_versions
 from imgsearch.models.probe import cpu_candidates, forward_rate, query_latency_ms, sample_crops
@@ -37,7 +37,7 @@ def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds:
     """Forward rate of each (runtime, precision) at the indexing thread count, then one-image latency of each at the
     service's (torch's thread count is per process: every batch probe runs before any one-thread probe)."""
     s = settings
-    common = dict(device=s.device, cache_dir=s.cache_dir or None)
+    common = dict(device=s.device, cache_dir=cache_dir_of(s))
     rates = []
     for runtime, precision in pairs:
         emb = create_model(model, threads=s.torch_threads, runtime=runtime, precision=precision, **common)

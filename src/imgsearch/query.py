@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.config import Settings
+from imgsearch.config import Settings, cache_dir_of
 from imgsearch.core import decode_record
 from imgsearch.errors import ImgSearchError, ModelError
 from imgsearch.models import Embedder, create_model
@@ -38,7 +38,7 @@ class QueryEncoder:
         reducer = reducer_for(db, info, settings) if info.reducer else None
         emb = embedder or create_model(info.model, weights=weights, device=settings.device,
                                        precision=settings.precision, runtime=settings.runtime,
-                                       cache_dir=settings.cache_dir or None,
+                                       cache_dir=cache_dir_of(settings),
                                        threads=settings.torch_threads if threads is None else threads)
         return cls(emb, reducer, info)
 

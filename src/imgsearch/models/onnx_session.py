@@ -88,8 +88,8 @@ class OnnxSession:
         import onnxruntime as ort
 
         self.spec = spec
-        self.precision = "fp32"
-        self.path = export_onnx(spec, module, cache_dir or default_cache_dir())
+        cache_dir = cache_dir or default_cache_dir()
+        self.path = export_onnx(spec, module, cache_dir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
@@ -105,7 +105,7 @@ class OnnxSession:
         except Exception as exc:  # a damaged cache file: export again once
             self.path.unlink(missing_ok=True)
             try:
-                self.path = export_onnx(spec, module, cache_dir or default_cache_dir())
+                self.path = export_onnx(spec, module, cache_dir)
                 self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
             except Exception:
                 raise ModelError(f"{spec.name}: ONNX Runtime cannot load {self.path}: {exc}") from None

@@ -100,8 +100,14 @@ class Embedder:
         if self.session is None:
             self.session = TorchSession(spec, module, dev, self.plan.precision, threads=threads, jit=jit)
             self.device = str(dev)
-        self.runtime = self.plan.runtime
-        self.precision = self.plan.precision
+
+    @property
+    def runtime(self) -> str:
+        return self.plan.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, dim) float32 with unit L2 norm."""
