@@ -213,7 +213,9 @@ def stats(db: str = DbOpt, as_json: bool = typer.Option(False, "--json", help="p
     typer.echo(f"{db}: {st['count']} images")
     for c in st["collections"]:
         red = f", PCA reducer {c['reducer']}" if c.get("reducer") else ""
-        typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}{red}")
+        params = "".join(f" {k}={v}" for k, v in (c.get("index_params") or {}).items())
+        typer.echo(f"  {c['name']}: {c['count']} vectors, model {c['model']}, {c['dim']}-d, index {c['index_type']}"
+                   f"{params}{red}")
 
 
 @app.command()
@@ -244,12 +246,14 @@ def duplicates(db: str = DbOpt,
                                                          "on real photos)"),
                model: Optional[str] = typer.Option(None, "--model", "-m", help="model of the collection, if several"),
                collection: Optional[str] = typer.Option(None, "--collection", help="collection, if several"),
+               method: str = typer.Option("auto", "--method", help="exact (every pair), ann (IVF index, recall "
+                                          "measured on a sample) or auto (exact up to 100k vectors)"),
                as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Groups of near-duplicate images (the same photo resized, re-encoded, slightly cropped); largest image first."""
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.duplicates(db, _S, threshold=threshold, model=model, collection=collection)
+    res = pipeline.duplicates(db, _S, threshold=threshold, model=model, collection=collection, method=method)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
@@ -259,7 +263,12 @@ def duplicates(db: str = DbOpt,
             typer.echo(f"  {im['width']}x{im['height']}  {display_name(im['path'])}  {im['path']}")
     dup = sum(g["size"] - 1 for g in res["groups"])
     typer.echo(f"{len(res['groups'])} groups of near-duplicates among {res['images']} images in {res['collection']} "
-               f"(threshold {res['threshold']}); {dup} images are copies of another", err=True)
+               f"(threshold {res['threshold']}); {dup} images are copies of another; {res['method']} search in "
+               f"{res['seconds']:.1f} s", err=True)
+    if res["method"] == "ann" and res["search"].get("recall") is not None:
+        st = res["search"]
+        typer.echo(f"ANN recall {st['recall']:.4f} of the exact links of {st['recall_sample_rows']} random images "
+                   f"({st['recall_sample_links']} links); --method exact to compare every pair", err=True)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure search quality on your own images (table or JSON).")

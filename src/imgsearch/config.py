@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=2, le=2048, description="HNSW graph degree of new collections on a Milvus server")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build-time candidate list on a Milvus server")
     hnsw_ef: int = Field(64, ge=1, description="HNSW search-time candidate list (at least k)")
+    index_type: str = Field("auto", pattern="^(auto|FLAT|IVF_FLAT|HNSW)$",
+                            description="vector index; auto = HNSW on a server, FLAT on Milvus Lite up to "
+                            "lite_flat_max_floats numbers per query, then IVF_FLAT (rebuilt as a collection grows)")
+    lite_flat_max_floats: int = Field(64_000_000, ge=0, description="auto index on Milvus Lite: exact FLAT search "
+                                      "while count x dim stays within this (50k x 1280, 250k x 256)")
+    ivf_nprobe: int = Field(0, ge=0, description="IVF cells probed per query; 0 = nlist/32 (16..256)")
+    duplicates_exact_max: int = Field(100_000, ge=0, description="'duplicates' compares every pair exactly up to "
+                                      "this many vectors, then uses an IVF index (its recall is measured and shown)")
+    duplicates_nprobe: int = Field(16, ge=1, description="IVF cells probed per vector by the ANN duplicates path")
 
     # search service
     host: str = Field("127.0.0.1", description="address 'imgsearch serve' listens on")

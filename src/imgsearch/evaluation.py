@@ -24,7 +24,7 @@ import numpy as np
 
 from imgsearch.config import Settings
 from imgsearch.errors import ImgSearchError
-from imgsearch.vectors import overlap_recall, top_k, unit
+from imgsearch.vectors import overlap_recall, top_k, top_k_streamed, unit
 
 NEAR_DUP_TRANSFORMS = ("crop80", "resize50", "jpeg30", "rotate10", "rotate-10", "hflip", "jitter")
 
@@ -179,19 +179,26 @@ def run_ann(db: str, settings: Settings, *, queries: int = 200, k: int = 10, mod
     (`data`, or the one `index` keeps beside the database: fast), else pulled out of Milvus (slow for big collections).
     """
     from imgsearch.layout import embeddings_dir_for
-    from imgsearch.store import collection_vectors, open_store
+    from imgsearch.store import CollectionRows, open_store
 
     started = time.perf_counter()
     with open_store(db, settings) as store:
         info = store.collection_for(model, collection)
-        cols, x = collection_vectors(store, info, ["id"], data or embeddings_dir_for(db, info.model, settings))
-        ids = cols["id"]
+        rows = CollectionRows(store, info, ["id"], data or embeddings_dir_for(db, info.model, settings))
         rng = np.random.default_rng(seed)
-        pick = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-        hits = store.search(info, x[pick], k, consistency="Strong")
-    exact = top_k(x[pick], x, k)
+        pick = np.sort(rng.choice(len(rows), size=min(queries, len(rows)), replace=False))
+        ids: list[str] = []
+        qx = np.empty((len(pick), info.dim), np.float32)
+        for cols, x in rows:  # pass 1: every id, and the query rows' vectors
+            lo, hi = np.searchsorted(pick, [len(ids), len(ids) + len(x)])
+            qx[lo:hi] = x[pick[lo:hi] - len(ids)]
+            ids += cols["id"]
+        hits = store.search(info, qx, k, consistency="Strong")
+        exact = top_k_streamed(qx, rows.vectors(), k)  # pass 2: exact search, a batch at a time
     ann_ids = [[h.id for h in row] for row in hits]
     exact_ids = [[ids[j] for j in row] for row in exact]
     metrics = {f"recall@{k}": overlap_recall(ann_ids, exact_ids, k)}
-    details = {"collection": info.name, "index": info.index_type, "vectors": len(ids), "queries": len(pick)}
+    details = {"collection": info.name, "index": info.index_type, "index_params": info.index_params,
+               "search_params": store.search_params(info, k), "vectors": len(ids), "queries": len(pick),
+               "source": rows.source}
     return EvalReport("ann-vs-exact", metrics, details, time.perf_counter() - started)

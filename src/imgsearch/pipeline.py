@@ -28,7 +28,8 @@ from imgsearch.models import get_spec
 from imgsearch.query import QueryEncoder
 from imgsearch.reduce import MAX_COVARIANCE_DIM, ReduceError, Reducer, fit_from_moments, fit_wide, recall_at_k
 from imgsearch.sources import is_remote, local_path
-from imgsearch.store import CollectionInfo, Hit, collection_vectors, open_store
+from imgsearch.progress import progress as show_progress
+from imgsearch.store import CollectionInfo, CollectionRows, Hit, open_store
 
 
 def embed(src: str, out: str, model: str, settings: Settings, *, weights: str | None = None,
@@ -106,7 +107,8 @@ def load(data_dir: str | os.PathLike[str], db: str, settings: Settings, *, engin
 
 def load_with(eng: Engine, data: str, db: str, settings: Settings) -> LoadReport:
     local = None if is_remote(data) else local_path(data)
-    failed = dset.summarize(local).failed if local else -1  # not counted for remote datasets
+    summary = dset.summarize(local) if local else None
+    failed = summary.failed if summary else -1  # not counted for remote datasets
     reducer_id = None
     reducer_src = Path(local) / REDUCER_SUBDIR if local else None
     if reducer_src is not None and (reducer_src / "reducer.json").is_file():
@@ -115,7 +117,9 @@ def load_with(eng: Engine, data: str, db: str, settings: Settings) -> LoadReport
         red.save(reducers_dir(db, settings) / red.id)
     with open_store(db, settings, create=True) as store:
         batches = dset.iter_embedded(local) if local else eng.stream_rows(data)  # local files: read them here
-        written = store.upsert_batches(batches, batch_rows=settings.insert_batch, reducer=reducer_id)
+        with show_progress(summary.embedded if summary else 0, "loading into Milvus") as advance:
+            written = store.upsert_batches(batches, batch_rows=settings.insert_batch, reducer=reducer_id,
+                                           advance=advance)
         counts = {name: store.count(name) for name in written}
     return LoadReport(written=written, failed_rows=failed, counts=counts)
 
@@ -186,9 +190,14 @@ def sync_store(data_dir: str, db: str, model: str, settings: Settings, rep: Embe
         if sync and root:
             drop += [fid for fid, (path, *_) in have.items() if fid not in current and catalog.under(path, root)]
         written: dict[str, int] = {}
-        if stale:
-            batches = dset.iter_embedded(data_dir, ids=stale)
-            written = store.upsert_batches(batches, batch_rows=settings.insert_batch)
+        missing = {fid for fid in stale if fid not in have}
+        with show_progress(len(stale), "loading into Milvus") as advance:
+            for ids, insert in ((missing, True), (stale - missing, False)):
+                if ids:  # rows Milvus lacks: a plain insert (no duplicate can arise: `have` listed every id)
+                    got = store.upsert_batches(dset.iter_embedded(data_dir, ids=ids), batch_rows=settings.insert_batch,
+                                               insert=insert, advance=advance)
+                    for name_, k in got.items():
+                        written[name_] = written.get(name_, 0) + k
         store.delete(name, drop)
         counts = {name: store.count(name)}
     return LoadReport(written=written or {name: 0}, failed_rows=sum(1 for _, f in current.values() if f),
@@ -215,19 +224,38 @@ def failures(db: str, settings: Settings, *, data: str | None = None, model: str
 
 
 def duplicates(db: str, settings: Settings, *, threshold: float | None = None, model: str | None = None,
-               collection: str | None = None) -> dict:
-    """Near-duplicate groups among the indexed images (see imgsearch.duplicates)."""
-    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_groups
+               collection: str | None = None, method: str = "auto", progress: bool | None = None) -> dict:
+    """Near-duplicate groups among the indexed images (see imgsearch.duplicates). `method`: exact (every pair),
+    ann (IVF candidates, exact scores, recall measured on a sample) or auto (exact up to duplicates_exact_max)."""
+    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_links_ann, find_links_exact, groups_from_links
 
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0 < t <= 1:
         raise ImgSearchError(f"--threshold is a cosine similarity in (0, 1], got {t}")
+    if method not in ("auto", "exact", "ann"):
+        raise ImgSearchError(f"--method is auto, exact or ann, got {method!r}")
+    started = time.perf_counter()
     keep = ["id", "path", "width", "height", "bytes"]
     with open_store(db, settings) as store:
         info = store.collection_for(model, collection)
-        cols, vectors = collection_vectors(store, info, keep, embeddings_dir_for(db, info.model, settings))
-    groups = find_groups(vectors, t, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
-    return {"collection": info.name, "images": len(vectors), "threshold": t,
+        rows = CollectionRows(store, info, keep, embeddings_dir_for(db, info.model, settings))
+        use_ann = method == "ann" or (method == "auto" and len(rows) > settings.duplicates_exact_max)
+        if use_ann:
+            cols: dict[str, list] = {c: [] for c in keep}
+            for got, _ in rows:  # the small columns, once; the vectors are streamed three times by the ANN search
+                for c in keep:
+                    cols[c] += got[c]
+            with show_progress(3 * len(cols["id"]), "duplicates (ANN: sample, add, search)", progress) as advance:
+                links = find_links_ann(rows.vectors, len(cols["id"]), info.dim, t, nprobe=settings.duplicates_nprobe,
+                                       advance=advance)
+        else:
+            cols, vectors = rows.materialise()
+            links = find_links_exact(vectors, t)
+            del vectors
+    n = len(cols["id"])
+    groups = groups_from_links(n, links, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
+    return {"collection": info.name, "images": n, "threshold": t, "method": links.method,
+            "search": links.stats, "source": rows.source, "seconds": round(time.perf_counter() - started, 2),
             "groups": [{"size": len(g.members), "min_similarity": g.min_link,
                         "images": [{k: cols[k][i] for k in keep} for i in g.members]} for g in groups]}
 

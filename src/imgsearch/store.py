@@ -2,17 +2,22 @@
 
 One collection per model (`images_<model>`); the model name and dim are written into the collection's description so
 that a query is always embedded by the collection's model. Inserts are upserts by id: loading twice adds nothing.
+
+The vector index is chosen by collection size (`plan_index`) and rebuilt when a load moves the collection into
+another size class, so the default is right at 1k and at 1M vectors; `index_type` in the settings overrides it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 COLLECTION_PREFIX = "images_"
 MAX_PATH_LEN = 65_535
+# Vector bytes per insert call: larger calls load faster, but Milvus Lite stalls on calls of ~10 MB and more.
+MAX_CALL_BYTES = 4 * 1024 * 1024
 # Vectors are L2-normalised before they are stored, so inner product = cosine; IP is the cheaper search.
 METRIC = "IP"
 
@@ -41,6 +48,7 @@ class CollectionInfo:
     count: int
     index_type: str
     reducer: str | None = None  # id of the PCA reducer the vectors went through (queries must too)
+    index_params: dict = field(default_factory=dict)  # build parameters of the current index (nlist, M, ...)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,57 @@ class Hit:
     id: str
     path: str
     score: float
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """A vector index for a collection of some size: its type, build parameters and search parameters."""
+    index_type: str  # FLAT | IVF_FLAT | HNSW
+    build: dict
+    search: dict
+    why: str = ""
+
+
+INDEX_TYPES = ("auto", "FLAT", "IVF_FLAT", "HNSW")
+
+
+def ivf_nlist(count: int) -> int:
+    """IVF cells: about 4 sqrt(n), a power of two in [64, 16384] (so that a cell holds ~sqrt(n)/4 vectors)."""
+    return int(min(16_384, max(64, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(max(count, 1))))))))
+
+
+def ivf_nprobe(nlist: int, settings_nprobe: int = 0) -> int:
+    """Cells probed per query: 1/32 of them (min 16, max 256) unless set; chosen from the recall sweep of
+    `bench scale` (recall@10 >= 0.95 on real-spectrum vectors at 1M)."""
+    return settings_nprobe or int(min(256, max(16, nlist // 32)))
+
+
+def plan_index(count: int, dim: int, *, server: bool, index_type: str = "auto", flat_max_floats: int = 64_000_000,
+               nprobe: int = 0, hnsw: tuple[int, int, int] = (16, 200, 64)) -> IndexPlan:
+    """The index for `count` vectors of `dim` dims. auto: a Milvus server gets HNSW at every size (fast at 1k and
+    at 1M); Milvus Lite (FLAT or IVF_FLAT only) keeps exact FLAT search while one query scans at most
+    `flat_max_floats` numbers (50k x 1280 or 250k x 256: tens of ms on 2 cores), then IVF_FLAT."""
+    if index_type not in INDEX_TYPES:
+        raise StoreError(f"index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+    m, ef_construction, ef = hnsw
+    if index_type == "auto":
+        if server:
+            index_type, why = "HNSW", "a Milvus server: HNSW at every size"
+        elif count * dim <= flat_max_floats:
+            index_type, why = "FLAT", f"{count} x {dim} within {flat_max_floats:,} floats: exact search is fast enough"
+        else:
+            index_type, why = "IVF_FLAT", f"{count} x {dim} over {flat_max_floats:,} floats: IVF_FLAT"
+    else:
+        why = "set in the settings (index_type)"
+    if index_type == "HNSW":
+        if not server:
+            raise StoreError("Milvus Lite has no HNSW index (only FLAT and IVF_FLAT): use a Milvus server URI or "
+                             "index_type FLAT / IVF_FLAT / auto")
+        return IndexPlan("HNSW", {"M": m, "efConstruction": ef_construction}, {"ef": ef}, why)
+    if index_type == "IVF_FLAT":
+        nlist = ivf_nlist(count)
+        return IndexPlan("IVF_FLAT", {"nlist": nlist}, {"nprobe": ivf_nprobe(nlist, nprobe)}, why)
+    return IndexPlan("FLAT", {}, {}, why)
 
 
 def collection_name(model: str, reducer: str | None = None, dim: int | None = None) -> str:
@@ -58,9 +117,12 @@ def collection_name(model: str, reducer: str | None = None, dim: int | None = No
 class Store:
     """An open connection to one Milvus database. Use as a context manager, or call close()."""
 
-    def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64)):
+    def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64),
+                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0):
         self.uri = uri
+        self.hnsw = hnsw
         self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef = hnsw
+        self.index_type, self.flat_max_floats, self.nprobe = index_type, flat_max_floats, nprobe
         self.is_lite = not is_server_uri(uri)
         if self.is_lite:
             path = Path(uri).expanduser()
@@ -123,9 +185,46 @@ class Store:
             meta = self._meta(name)
             if meta is None:
                 continue
+            index_type, params = self.current_index(name)
             infos.append(CollectionInfo(name=name, model=meta["model"], dim=int(meta["dim"]), count=self.count(name),
-                                        index_type=meta.get("index_type", ""), reducer=meta.get("reducer")))
+                                        index_type=index_type or meta.get("index_type", ""),
+                                        reducer=meta.get("reducer"), index_params=params))
         return infos
+
+    def current_index(self, name: str) -> tuple[str, dict]:
+        """The vector index a collection has now: type and build parameters (from Milvus, not our description)."""
+        try:
+            desc = self.client.describe_index(name, "vector") or {}
+        except Exception:  # noqa: BLE001 - no index yet
+            return "", {}
+        params = desc.get("params") if isinstance(desc.get("params"), dict) else desc
+        keep = {k: int(v) for k, v in params.items() if k in ("nlist", "M", "efConstruction") and str(v).isdigit()}
+        return str(desc.get("index_type", "")), keep
+
+    def plan(self, count: int, dim: int) -> IndexPlan:
+        return plan_index(count, dim, server=not self.is_lite, index_type=self.index_type,
+                          flat_max_floats=self.flat_max_floats, nprobe=self.nprobe, hnsw=self.hnsw)
+
+    def fit_index(self, name: str, dim: int) -> str | None:
+        """Rebuild a collection's index when its size now calls for another type, or for 4x more/fewer IVF cells
+        (so a growing collection is rebuilt a few times, not at every load). Returns what was done, or None."""
+        count = self.count(name)
+        want = self.plan(count, dim)
+        have_type, have = self.current_index(name)
+        if have_type == want.index_type and (want.index_type != "IVF_FLAT" or
+                                             0.25 < have.get("nlist", 0) / want.build["nlist"] < 4):
+            return None
+        started = time.perf_counter()
+        self.client.release_collection(name)
+        self.client.drop_index(name, "vector")
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="vector", index_type=want.index_type, metric_type=METRIC, params=want.build)
+        self.client.create_index(name, params)
+        self.client.load_collection(name)
+        done = (f"index of {name} rebuilt: {have_type or 'none'} {have} -> {want.index_type} {want.build} for {count} "
+                f"vectors ({want.why}) in {time.perf_counter() - started:.1f} s")
+        log.info(done)
+        return done
 
     def _meta(self, name: str) -> dict | None:
         desc = self.client.describe_collection(name).get("description") or ""
@@ -167,9 +266,9 @@ class Store:
             if meta is None or meta["model"] != model or int(meta["dim"]) != dim or meta.get("reducer") != reducer:
                 raise StoreError(f"collection {name} in {self.uri} was not made by imgsearch for {model} ({dim}-d): {meta}")
             return name
-        index_type = "FLAT" if self.is_lite else "HNSW"
-        description = json.dumps({"imgsearch": {"model": model, "dim": dim, "metric": METRIC, "index_type": index_type,
-                                                "schema": 1, "reducer": reducer}})
+        plan = self.plan(0, dim)
+        description = json.dumps({"imgsearch": {"model": model, "dim": dim, "metric": METRIC,
+                                                "index_type": plan.index_type, "schema": 1, "reducer": reducer}})
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_LEN)
@@ -179,10 +278,7 @@ class Store:
         schema.add_field("bytes", DataType.INT64)
         schema.add_field("mtime_us", DataType.INT64)
         params = self.client.prepare_index_params()
-        if index_type == "HNSW":
-            params.add_index(field_name="vector", index_type="HNSW", metric_type=METRIC, params={"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction})
-        else:
-            params.add_index(field_name="vector", index_type="FLAT", metric_type=METRIC)
+        params.add_index(field_name="vector", index_type=plan.index_type, metric_type=METRIC, params=plan.build)
         self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
         return name
 
@@ -192,13 +288,18 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------------------------------
     def upsert_batches(self, batches: Iterable[pa.RecordBatch], batch_rows: int = 500,
-                       reducer: str | None = None) -> dict[str, int]:
-        """Upsert embedding rows (dataset schema) into their model's collection, `batch_rows` rows per call.
+                       reducer: str | None = None, *, insert: bool = False,
+                       advance: Callable[[int], None] = lambda n: None) -> dict[str, int]:
+        """Upsert embedding rows (dataset schema) into their model's collection, at most `batch_rows` rows (and
+        about MAX_CALL_BYTES of vectors) per call, then fit each written collection's index to its new size.
 
-        Returns rows written per collection. Rows of several models go to several collections.
+        `insert=True` is for rows the caller knows the collection lacks: a plain insert, cheaper than an upsert
+        (which deletes first) on a server. Returns rows written per collection; rows of several models go to
+        several collections.
         """
         written: dict[str, int] = {}
         known: dict[tuple[str, int], str] = {}
+        write = self.client.insert if insert else self.client.upsert
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -213,12 +314,15 @@ class Store:
                 if key not in known:
                     known[key] = self.ensure_collection(*key, reducer=reducer)
                 name = known[key]
-                for start in range(0, part.num_rows, batch_rows):
-                    chunk = part.slice(start, batch_rows)
-                    self.client.upsert(name, _rows(chunk))
+                step = max(1, min(batch_rows, MAX_CALL_BYTES // (4 * key[1])))
+                for start in range(0, part.num_rows, step):
+                    chunk = part.slice(start, step)
+                    write(name, _rows(chunk))
                     written[name] = written.get(name, 0) + chunk.num_rows
-        for name in written:
+                    advance(chunk.num_rows)
+        for (_, dim), name in known.items():
             self.client.flush(name)
+            self.fit_index(name, dim)
         return written
 
     def file_keys(self, name: str) -> dict[str, tuple[str, int, int]]:
@@ -258,11 +362,18 @@ class Store:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
         flt = _prefix_filter(path_prefix) if path_prefix else ""
-        params = {"metric_type": METRIC, "params": {"ef": max(self.hnsw_ef, k)} if info.index_type == "HNSW" else {}}
+        params = {"metric_type": METRIC, "params": self.search_params(info, k)}
         res = self.client.search(info.name, data=[v.tolist() for v in unit(vectors)], limit=k,
                                  output_fields=["path"], search_params=params, filter=flt,
                                  consistency_level=consistency)
         return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
+
+    def search_params(self, info: CollectionInfo, k: int) -> dict:
+        if info.index_type == "HNSW":
+            return {"ef": max(self.hnsw_ef, k)}
+        if info.index_type == "IVF_FLAT":
+            return {"nprobe": ivf_nprobe(int(info.index_params.get("nlist", 1024)), self.nprobe)}
+        return {}
 
     def get(self, info: CollectionInfo, ids: list[str], with_vectors: bool = False) -> list[dict]:
         if not ids:
@@ -286,7 +397,7 @@ def _rows(chunk: pa.Table) -> list[dict]:
     for i in range(chunk.num_rows):
         if len(paths[i].encode("utf-8")) > MAX_PATH_LEN:
             raise StoreError(f"path longer than {MAX_PATH_LEN} bytes: {paths[i][:80]}...")
-        rows.append({"id": ids[i], "path": paths[i], "vector": vectors[i].tolist(), "width": widths[i] or 0,
+        rows.append({"id": ids[i], "path": paths[i], "vector": vectors[i], "width": widths[i] or 0,
                      "height": heights[i] or 0, "bytes": sizes[i] or 0, "mtime_us": mt[i] or 0})
     return rows
 
@@ -313,34 +424,69 @@ def _prefix_filter(prefix: str) -> str:
 def open_store(uri: str, settings: Settings, create: bool = False) -> Store:
     """Open a database with the token and HNSW parameters of `settings`."""
     return Store(uri, create=create, token=settings.milvus_token,
-                 hnsw=(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef))
+                 hnsw=(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
+                 index_type=settings.index_type, flat_max_floats=settings.lite_flat_max_floats,
+                 nprobe=settings.ivf_nprobe)
+
+
+class CollectionRows:
+    """Every row of a collection with some columns, readable again and again in one order, a batch at a time:
+    what whole-collection work (duplicates, exact search, evaluation) streams so that memory stays bounded.
+
+    Read from the embeddings dataset when it holds exactly the collection's rows (`dataset`: the folder `index`
+    keeps, or one given; checked by model, dim and row count without reading vectors): fast. Otherwise pulled out
+    of Milvus with a query iterator: slower, and the collection must not change meanwhile."""
+
+    def __init__(self, store: Store, info: CollectionInfo, columns: list[str], dataset: str | Path | None = None,
+                 batch: int | None = None):
+        self.store, self.info, self.columns = store, info, list(columns)
+        self.batch = batch or max(256, BATCH_BYTES // (4 * max(info.dim, 1)))  # ~4 MB of vectors per batch
+        self.folder = Path(dataset) if dataset else None
+        self.source = "milvus"
+        if self.folder is not None and not info.reducer and dset.has_data(self.folder):
+            summary = dset.summarize(self.folder)
+            if summary.models == {info.model: info.dim} and summary.embedded == info.count:
+                self.source = "dataset"
+
+    def __len__(self) -> int:
+        return self.info.count
+
+    def __iter__(self) -> Iterator[tuple[dict[str, list], np.ndarray]]:
+        """(columns as lists, float32 vectors) per batch."""
+        if self.source == "dataset":
+            wanted = tuple(dict.fromkeys([*self.columns, "vector"]))
+            for b in dset.iter_embedded(self.folder, batch_rows=self.batch, columns=wanted):
+                yield {c: b.column(c).to_pylist() for c in self.columns}, dset.vectors_of(b)
+            return
+        fields = [c for c in self.columns if c != "id"] + ["vector"]
+        for rows in self.store.rows(self.info.name, fields, batch=self.batch):
+            yield ({c: [r[c] for r in rows] for c in self.columns},
+                   np.asarray([r["vector"] for r in rows], np.float32).reshape(len(rows), self.info.dim))
+
+    def vectors(self) -> Iterator[np.ndarray]:
+        for _, x in self:
+            yield x
+
+    def materialise(self) -> tuple[dict[str, list], np.ndarray]:
+        """All rows at once, for collections small enough: the vectors are written into one preallocated array
+        (never a list of batches and a concatenated copy)."""
+        cols: dict[str, list] = {c: [] for c in self.columns}
+        x = np.empty((len(self), self.info.dim), np.float32)
+        n = 0
+        for got, vecs in self:
+            if n + len(vecs) > len(x):
+                x = np.resize(x, (n + len(vecs), self.info.dim))  # the collection grew meanwhile (Milvus source)
+            x[n:n + len(vecs)] = vecs
+            n += len(vecs)
+            for c in self.columns:
+                cols[c] += got[c]
+        return cols, x[:n]
+
+
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 def collection_vectors(store: Store, info: CollectionInfo, columns: list[str], dataset: str | Path | None = None
                        ) -> tuple[dict[str, list], np.ndarray]:
-    """Every vector of a collection with some columns, for whole-collection work (duplicates, exact search).
-
-    Read from the embeddings dataset when it holds exactly the collection's rows (`dataset`: the folder `index`
-    keeps, or one given): fast. Otherwise pulled out of Milvus, which is slow for big collections."""
-    folder = Path(dataset) if dataset else None
-    if folder is not None and not info.reducer and dset.has_data(folder):
-        cols: dict[str, list] = {c: [] for c in columns}
-        vecs = []
-        for b in dset.iter_embedded(folder, columns=tuple(dict.fromkeys([*columns, "id", "vector", "model"]))):
-            if b.num_rows and b.column("model")[0].as_py() != info.model:
-                break
-            for c in columns:
-                cols[c] += b.column(c).to_pylist()
-            vecs.append(dset.vectors_of(b))
-        else:
-            x = np.concatenate(vecs) if vecs else np.zeros((0, info.dim), np.float32)
-            if len(x) == info.count and x.shape[1] == info.dim and len(set(cols.get("id") or [])) in (0, len(x)):
-                return cols, x
-    cols = {c: [] for c in columns}
-    vecs = []
-    for batch in store.rows(info.name, [c for c in columns if c != "id"] + ["vector"]):
-        for r in batch:
-            for c in columns:
-                cols[c].append(r[c])
-            vecs.append(r["vector"])
-    return cols, np.asarray(vecs, np.float32).reshape(len(vecs), info.dim)
+    """Every vector of a collection with some columns, in memory (see CollectionRows for streaming them)."""
+    return CollectionRows(store, info, columns, dataset).materialise()

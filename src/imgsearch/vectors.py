@@ -6,6 +6,8 @@ indexes, PCA and evaluation are measured against.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -33,6 +35,25 @@ def top_k(queries: np.ndarray, index: np.ndarray, k: int, block: int = 1024, exc
         order = np.take_along_axis(sims, part, 1).argsort(axis=1)[:, ::-1]
         out[s:s + block] = np.take_along_axis(part, order, 1)
     return out
+
+
+def top_k_streamed(queries: np.ndarray, batches: Iterable[np.ndarray], k: int) -> np.ndarray:
+    """`top_k` over an index read a batch at a time (unit rows, global row numbers): memory is queries x (k + one
+    batch), never the whole index. Ties keep the earlier row, like a stable exact search."""
+    q = unit(queries)
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    start = 0
+    for x in batches:
+        sims = q @ np.asarray(x, np.float32).T
+        s_all = np.concatenate([best_s, sims], axis=1)
+        i_all = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(x)), sims.shape)], axis=1)
+        keep = min(k, s_all.shape[1])
+        part = np.argpartition(-s_all, keep - 1, axis=1)[:, :keep]
+        best_s, best_i = np.take_along_axis(s_all, part, 1), np.take_along_axis(i_all, part, 1)
+        start += len(x)
+    order = np.lexsort((best_i, -best_s), axis=1) if best_s.size else best_i
+    return np.take_along_axis(best_i, order, 1)
 
 
 def overlap_recall(found: list, truth: list, k: int) -> float:

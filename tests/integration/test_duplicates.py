@@ -31,5 +31,11 @@ def test_duplicates_command_finds_the_groups(tmp_path, photo_paths):
     for g in out["groups"]:  # the largest version comes first
         pixels = [im["width"] * im["height"] for im in g["images"]]
         assert pixels[0] == max(pixels)
+    ann = run_cli("duplicates", "--db", db, "--json", "--method", "ann")  # the path big collections take
+    assert ann.returncode == 0, ann.stderr
+    got = json.loads(ann.stdout)
+    assert got["method"] == "ann" and got["search"]["recall"] == 1.0
+    assert [[im["id"] for im in g["images"]] for g in got["groups"]] == \
+        [[im["id"] for im in g["images"]] for g in out["groups"]]
     text = run_cli("duplicates", "--db", db, "--threshold", "0.9")
     assert text.returncode == 0 and "groups of near-duplicates" in text.stderr

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "imgsearch"
 
 # Lowest first. A module may import modules of its own layer or lower, never higher. Packages count as one unit.
 LAYERS = [
-    ("foundations", {"errors", "config", "failures", "vectors"}),
+    ("foundations", {"errors", "config", "failures", "vectors", "progress"}),
     ("files and pixels", {"layout", "imaging", "sources", "samples", "milvus_standalone"}),
     ("formats and models", {"dataset", "models"}),
     ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),
@@ -26,6 +26,7 @@ OWNERS = {  # third-party package -> the only place in imgsearch that may import
     "fastapi": "server/", "starlette": "server/", "uvicorn": "server/", "prometheus_client": "server/",
     "pymilvus": "store.py", "milvus_lite": "store.py",
     "onnxruntime": "models/",
+    "faiss": "duplicates.py",
 }
 
 

@@ -15,7 +15,7 @@ class FakeStore:
 
     def __init__(self, rows=None):
         self.rows = dict(rows or {})  # id -> (path, bytes, mtime_us)
-        self.upserted, self.deleted = [], []
+        self.upserted, self.inserted, self.deleted = [], [], []
 
     def __enter__(self):
         return self
@@ -29,9 +29,12 @@ class FakeStore:
     def file_keys(self, name):
         return dict(self.rows)
 
-    def upsert_batches(self, batches, batch_rows):
+    def upsert_batches(self, batches, batch_rows, insert=False, advance=lambda n: None):
         ids = [i for b in batches for i in b.column("id").to_pylist()]
         self.upserted += ids
+        if insert:  # a plain insert of an id the store holds would make a duplicate row in Milvus
+            assert not set(ids) & set(self.rows), "insert of ids the store already holds"
+            self.inserted += ids
         return {"images_m": len(ids)}
 
     def delete(self, name, ids):
@@ -73,6 +76,7 @@ def test_upserts_missing_and_stale_deletes_failed_and_removed(tmp_path, fake):
     report = EmbedReport(out_dir=tmp_path, model="m", dim=4, root="file:///src")
     got = pipeline.sync_store(str(tmp_path), "x.db", "test_tiny", settings(), report)
     assert sorted(store.upserted) == sorted([b.id, c.id]) and store.deleted == [bad.id]
+    assert store.inserted == [c.id]  # new to Milvus: inserted; b (stale, held) goes through an upsert
     assert got.deleted == 1 and got.failed_rows == 1
     pipeline.sync_store(str(tmp_path), "x.db", "test_tiny", settings(), report, sync=True)
     assert rec("gone").id in store.deleted and other.id in store.rows

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -22,6 +22,7 @@ from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
 from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.models import Embedder
+from imgsearch.progress import progress
 from imgsearch.sources import (FileRecord, is_remote, local_path, read_bytes)
 
 
@@ -68,7 +69,7 @@ def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], em
     started = time.perf_counter()
     report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim)
     show = sys.stderr.isatty() if job.progress is None else job.progress
-    with _progress(len(records), show) as advance, \
+    with progress(len(records), "embedding", show) as advance, \
             dset.PartWriter(out, job.rows_per_part, job.part_seconds) as writer:
         for batch in _decoded_batches(records, embedder, workers, job):
             table = embed_outcomes(embedder, batch)
@@ -123,26 +124,3 @@ def lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
     except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
         pass
-
-
-class _progress:
-    """A rich progress bar on a terminal; nothing otherwise (logs and CI stay clean)."""
-
-    def __init__(self, total: int, show: bool):
-        self.total, self.show = total, show
-        self._bar = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.show:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), transient=False)
-        self._bar.__enter__()
-        task = self._bar.add_task("embedding", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -1,0 +1,190 @@
+"""What makes big collections work, at small sizes: the index chosen by collection size (and rebuilt as it grows),
+the ANN duplicates path against the exact one, and whole-collection paths that stream instead of holding every
+vector (checked with tracemalloc, which sees numpy's buffers)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from helpers import settings
+from imgsearch import dataset as dset
+from imgsearch import pipeline
+from imgsearch.duplicates import RECALL_SAMPLE, ann_cells, find_links_ann, find_links_exact, groups_from_links
+from imgsearch.errors import StoreError
+from imgsearch.evaluation import run_ann
+from imgsearch.layout import embeddings_dir_for
+from imgsearch.store import CollectionRows, ivf_nlist, open_store, plan_index
+from imgsearch.vectors import top_k, top_k_streamed, unit
+
+
+def clustered(n: int, dim: int, seed: int = 0, copies: int = 0, noise: float = 0.02) -> np.ndarray:
+    """Unit vectors around 40 centres (like embeddings: neighbours exist), the first `copies` rows each followed by
+    a near-duplicate of itself."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim))
+    x = centres[rng.integers(0, 40, n)] + 0.9 * rng.standard_normal((n, dim))
+    for i in range(copies):
+        x[2 * i + 1] = x[2 * i] + noise * np.linalg.norm(x[2 * i]) * rng.standard_normal(dim) / np.sqrt(dim)
+    return unit(x.astype(np.float32))
+
+
+def write_dataset(folder, x: np.ndarray, model: str = "test_tiny", first: int = 0) -> None:
+    """An embeddings dataset of the vectors `x` (as `index` keeps it), written in parts of 4096 rows; row i gets the
+    id of number first + i."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for start in range(0, len(x), 4096):
+        cols = dset.empty_columns()
+        rows = range(start, min(len(x), start + 4096))
+        for i in rows:
+            cols["id"].append(f"{first + i:032x}")
+            cols["path"].append(f"file:///x/{first + i}.jpg")
+            cols["model"].append(model)
+            cols["dim"].append(x.shape[1])
+            cols["bytes"].append(100)
+            cols["mtime"].append(t0)
+            cols["width"].append(10 + i % 7)
+            cols["height"].append(10)
+            cols["format"].append("JPEG")
+            cols["error"].append(None)
+        dset.write_part(dset.to_table(cols, [x[i] for i in rows]), folder)
+
+
+# -- the index by collection size ----------------------------------------------------------------------------------
+
+def test_index_choice_by_collection_size():
+    lite = {"server": False, "flat_max_floats": 64_000_000}
+    assert plan_index(1_000, 1280, **lite).index_type == "FLAT"
+    assert plan_index(50_000, 1280, **lite).index_type == "FLAT"  # 64M floats: still exact
+    big = plan_index(1_000_000, 1280, **lite)
+    assert big.index_type == "IVF_FLAT" and big.build == {"nlist": 4096} and big.search == {"nprobe": 128}
+    assert plan_index(1_000_000, 256, **lite).index_type == "IVF_FLAT"
+    assert plan_index(200_000, 256, **lite).index_type == "FLAT"  # narrower vectors stay exact longer
+    for n in (1_000, 1_000_000):  # a server: HNSW at every size, with the settings' parameters
+        p = plan_index(n, 1280, server=True, hnsw=(32, 300, 100))
+        assert (p.index_type, p.build, p.search) == ("HNSW", {"M": 32, "efConstruction": 300}, {"ef": 100})
+    assert ivf_nlist(100) == 64 and ivf_nlist(10_000_000) == 16_384  # clamped
+    # the user overrides: an index type, the probes
+    assert plan_index(10, 8, server=False, index_type="IVF_FLAT", nprobe=7).search == {"nprobe": 7}
+    assert plan_index(10**6, 1280, server=True, index_type="FLAT").index_type == "FLAT"
+    with pytest.raises(StoreError, match="Milvus Lite has no HNSW"):
+        plan_index(10, 8, server=False, index_type="HNSW")
+    with pytest.raises(StoreError, match="index type"):
+        plan_index(10, 8, server=False, index_type="ANNOY")
+
+
+def test_lite_collection_moves_to_ivf_as_it_grows_and_stays_searchable(tmp_path):
+    x = clustered(3000, 16, seed=1)
+    data = tmp_path / "emb"
+    write_dataset(data, x[:200])
+    s = settings(lite_flat_max_floats=300 * 16)  # FLAT up to 300 vectors of 16 dims
+    db = str(tmp_path / "grow.db")
+    pipeline.load(data, db, s)
+    with open_store(db, s) as store:
+        [info] = store.collections()
+        assert (info.count, info.index_type) == (200, "FLAT")
+    write_dataset(data, x[200:], first=200)  # the collection grows past the FLAT limit
+    pipeline.load(data, db, s)
+    with open_store(db, s) as store:
+        [info] = store.collections()
+        assert (info.count, info.index_type, info.index_params) == (3000, "IVF_FLAT", {"nlist": ivf_nlist(3000)})
+        assert store.fit_index(info.name, 16) is None  # nothing to rebuild on the next load
+        hits = store.search(info, x[[5, 2500]], k=3)
+        assert [h[0].id for h in hits] == [f"{5:032x}", f"{2500:032x}"]
+    assert "IVF_FLAT nlist=256" in pipeline_stats_line(db, s)
+    rep = run_ann(db, s, queries=100, k=10, data=str(data))
+    assert rep.details["search_params"] == {"nprobe": 16} and rep.metrics["recall@10"] >= 0.9
+
+
+def pipeline_stats_line(db, s) -> str:
+    from typer.testing import CliRunner
+
+    from imgsearch import cli
+
+    cli._S = s
+    return CliRunner().invoke(cli.app, ["stats", "--db", db]).output
+
+
+# -- duplicates: ANN path against the exact one --------------------------------------------------------------------
+
+def test_ann_duplicates_find_the_exact_links_and_measure_their_own_recall():
+    x = clustered(6000, 32, seed=2, copies=400, noise=0.4)  # 400 planted pairs among 6000 vectors
+    exact = find_links_exact(x, 0.8)
+    batches = lambda: (x[s:s + 1000] for s in range(0, len(x), 1000))  # noqa: E731
+    ann = find_links_ann(batches, len(x), 32, 0.8, nprobe=8, sample=600)
+    assert len(exact.i) >= 400
+    truth = set(zip(exact.i.tolist(), exact.j.tolist()))
+    found = set(zip(ann.i.tolist(), ann.j.tolist()))
+    assert found <= truth  # candidates are verified exactly: never a false link
+    recall = len(found) / len(truth)
+    assert recall >= 0.99, recall
+    np.testing.assert_allclose(np.sort(ann.score), np.sort(exact.score[[p in found for p in zip(exact.i.tolist(),
+                                                                                               exact.j.tolist())]]),
+                               rtol=1e-5)
+    st = ann.stats
+    assert st["cells"] == ann_cells(len(x)) == 32 and st["nprobe"] == 8 and st["recall_sample_rows"] == 600
+    assert st["recall"] >= 0.98 and st["recall_sample_links"] > 0
+    g_exact = groups_from_links(len(x), exact)
+    g_ann = groups_from_links(len(x), ann)
+    assert len(g_ann) >= 0.99 * len(g_exact)
+    # probing one cell of 32 misses links, and the sample says so
+    poor = find_links_ann(batches, len(x), 32, 0.8, nprobe=1, sample=600)
+    assert poor.stats["recall"] < st["recall"]
+
+
+# -- memory-bounded streaming --------------------------------------------------------------------------------------
+
+N, DIM = 8_000, 1280  # 41 MB of vectors, as wide as the default model's; each path below may hold a small part
+
+
+def peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def big_db(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stream")
+    s = settings()
+    db = str(tmp / "big.db")
+    x = clustered(N, DIM, seed=3, copies=50, noise=0.3)
+    data = embeddings_dir_for(db, "test_tiny", s)  # where `index` keeps it: the streaming paths read it from there
+    write_dataset(data, x)
+    return db, s, x, data
+
+
+def test_whole_collection_paths_stream(big_db):
+    db, s, x, data = big_db
+    whole = x.nbytes
+    load_peak = peak_bytes(lambda: pipeline.load(data, db, s))
+    with open_store(db, s) as store:
+        [info] = store.collections()
+        assert info.count == N
+        rows = CollectionRows(store, info, ["id"], data)
+        assert rows.source == "dataset"
+        # the check can fail: reading the collection into memory is seen
+        assert peak_bytes(rows.materialise) >= whole
+        stream_peak = peak_bytes(lambda: sum(len(v) for v in rows.vectors()))
+        q = x[:50]
+        exact = [[f"{j:032x}" for j in row] for row in top_k(q, x, 10)]
+        order = [i for cols, _ in rows for i in cols["id"]]  # the stream's row order (the dataset's parts)
+        assert [[order[j] for j in row] for row in top_k_streamed(q, rows.vectors(), 10)] == exact
+        topk_peak = peak_bytes(lambda: top_k_streamed(q, rows.vectors(), 10))
+    ann_peak = peak_bytes(lambda: run_ann(db, s, queries=30, k=10))
+    dup = {}
+    dup_peak = peak_bytes(lambda: dup.update(pipeline.duplicates(db, s, threshold=0.8, method="ann")))
+    assert dup["method"] == "ann" and dup["search"]["recall"] >= 0.95 and len(dup["groups"]) >= 45
+    peaks = {"load": load_peak, "stream": stream_peak, "top_k": topk_peak, "eval ann": ann_peak,
+             "duplicates ann": dup_peak}
+    print({k: f"{v / whole:.2f} x collection" for k, v in peaks.items()})
+    # the ANN search also holds its k-means sample and its recall sample: fixed sizes, not a share of the rows
+    fixed = {"duplicates ann": (40 * ann_cells(N) + RECALL_SAMPLE) * DIM * 4}
+    for name, peak in peaks.items():
+        assert peak < 0.35 * whole + fixed.get(name, 0), (name, peak, whole)
