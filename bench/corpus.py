@@ -25,7 +25,7 @@ from bench.common import log
 from bench.datasets import camera_jpegs, ensure_debian_package
 
 FLICKR30K = 31_783
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".tga")
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".tga")  # .tga (textures) is re-encoded as PNG
 MIN_SIDE = 32
 
 # source name -> (Debian package, a path it installs, folders to take images from, .pk3 archives to read)
@@ -101,18 +101,30 @@ def build(out: Path, target: int = FLICKR30K, limit_per_source: int | None = Non
                     import io
 
                     wh = _big_enough(io.BytesIO(data))
-                    if wh:
-                        target_path = dest / f"{i:05d}_{Path(n).name}"
+                    if not wh:
+                        continue
+                    target_path = dest / f"{i:05d}_{Path(n).name}"
+                    if target_path.suffix.lower() == ".tga":  # no file signature: re-encoded as PNG, pixels kept
+                        target_path = target_path.with_suffix(".png")
+                        with Image.open(io.BytesIO(data)) as im:
+                            im.save(target_path, "PNG")
+                    else:
                         target_path.write_bytes(data)
-                        got.append((*wh, len(data)))
+                    got.append((*wh, target_path.stat().st_size))
         log(f"corpus: {name}: {len(got)} images")
     from imgsearch.samples import write_sample_photos
 
     samples = write_sample_photos(out / "sample-photos")
     sizes["sample-photos"] = [(*Image.open(p).size, p.stat().st_size) for p in samples]
     have = sum(len(v) for v in sizes.values())
-    if have < target:
-        made = camera_jpegs(out / "camera-crops", target - have, seed)
+    if have < target:  # made once per count and kept: cutting and encoding 4000 px JPEGs takes minutes
+        crops = out.parent / f"camera-crops-{target - have}-{seed}"
+        if not (crops / ".complete").exists():
+            shutil.rmtree(crops, ignore_errors=True)
+            camera_jpegs(crops, target - have, seed)
+            (crops / ".complete").write_text("")
+        shutil.copytree(crops, out / "camera-crops", copy_function=os.link)
+        made = sorted((out / "camera-crops").glob("*.jpg"))
         sizes["camera-crops"] = [(*Image.open(p).size, p.stat().st_size) for p in made]
     composition = describe(sizes)
     import json
@@ -128,7 +140,7 @@ def describe(sizes: dict[str, list[tuple[int, int, int]]]) -> dict:
             return {"images": 0}
         a = np.asarray(rows, np.float64)
         long_side = a[:, :2].max(axis=1)
-        return {"images": len(rows), "mib": round(a[:, 2].sum() / 2**20, 1),
+        return {"images": len(rows), "mib": round(float(a[:, 2].sum()) / 2**20, 1),
                 "long_side_px_p10_p50_p90": [int(np.percentile(long_side, q)) for q in (10, 50, 90)],
                 "megapixels_mean": round(float((a[:, 0] * a[:, 1]).mean() / 1e6), 3)}
 

@@ -45,6 +45,57 @@ def cpu_rows(sec: dict) -> list[str]:
     return out
 
 
+def scale_rows(sec: dict) -> list[str]:
+    out: list[str] = []
+    c = sec.get("corpus_part")
+    if c:
+        comp = c["corpus"]["total"]
+        srcs = ", ".join(f"{k} {v['images']:,}" for k, v in c["corpus"]["sources"].items())
+        out += [f"Scale, real corpus ({when(sec)}): {comp['images']:,} images, {comp['mib']:,.0f} MiB ({srcs}); "
+                f"model-only forward rate in the same run {c['forward_img_per_s']} img/s.", "",
+                "| run | images | wall s | img/s | / forward | peak RSS MiB (all processes) | disk KiB/image | failed |",
+                "|---|---|---|---|---|---|---|---|"]
+        for key in ("local", "spark"):
+            r = c.get(key)
+            if r:
+                name = "local engine" if key == "local" else f"Spark {r['master']}"
+                ratio = r["img_per_s"] / c["forward_img_per_s"]
+                out.append(f"| {name} | {r['images']:,} | {r['wall_s']:.0f} | {r['img_per_s']:.1f} | {ratio:.2f} | "
+                           f"{r['peak_rss_mib_all_processes']:,} | {r['disk_kib_per_image']:.1f} | {r['failed']} |")
+        r = c.get("rerun_1pct")
+        if r:
+            out.append(f"| rerun after {r['changed']} changed + {r['deleted']} deleted (`--sync`) | | {r['wall_s']:.1f} "
+                       f"| | | {r['peak_rss_mib_all_processes']:,} | | ({r['share_of_first_run']:.1%} of the first run) |")
+        sv = c.get("serve")
+        if sv:
+            one, many = sv["one_client"], sv["16_clients"]
+            out += ["", f"Search over HTTP (upload → top-10) on this index: one client p50 {one['p50_ms']:.0f} ms, "
+                    f"p99 {one['p99_ms']:.0f} ms; 16 clients {many['qps']:.1f} q/s, p50 {many['p50_ms']:.0f} ms, "
+                    f"p99 {many['p99_ms']:.0f} ms; service start-up {sv['startup_s']} s."]
+        out.append("")
+    m = sec.get("million_part")
+    if m:
+        out += [f"Scale, {m['vectors']:,} SYNTHETIC vectors ({m['synthetic']}: mean cosine to its real vector "
+                f"{m['cosine_to_its_real_vector_mean']}), reduced to 256 dims in {m['reduce_s']} s. Single queries "
+                "in-process; QPS with 16 concurrent clients; recall@10 against exact search on 200 queries.", "",
+                "| store | index | search | load vectors/s | p50 ms | p99 ms | QPS (16) | recall@10 |",
+                "|---|---|---|---|---|---|---|---|"]
+        for key, label in (("lite_pca256", "Milvus Lite, 256-d"), ("server_hnsw_pca256", "milvus-server, 256-d")):
+            st = m.get(key)
+            for r in (st or {}).get("search", []):
+                params = " ".join(f"{k}={v}" for k, v in r["search_params"].items()) or "exact"
+                out.append(f"| {label} | {r['index']} {r['index_params'] or ''} | {params} | "
+                           f"{st['load_vectors_per_s']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                           f"{r['qps_16_clients']:.0f} | {r['recall_at_10']:.3f} |")
+        d = m.get("duplicates_1280")
+        if d:
+            out += ["", f"`duplicates` (ANN) over the {m['vectors']:,} × 1280 vectors: {d['wall_s']:.0f} s, "
+                    f"{d['links']:,} links, recall {d['recall']} of the exact links of {d['recall_sample_rows']} random "
+                    f"vectors ({d['cells']} cells, nprobe {d['nprobe']})."]
+        out.append("")
+    return out
+
+
 def render() -> str:
     data = json.loads(RESULTS.read_text())
     m = data["machine"]
@@ -146,6 +197,8 @@ def render() -> str:
                        f"{w['recall_at_10']:.3f} |" if w else f"| {label} | {val['variance_kept']:.3f} | "
                        f"{val['recall_at_10']:.3f} | – |")
         out.append("")
+    if "scale" in secs:
+        out += scale_rows(secs["scale"])
     return "\n".join(out)
 
 

@@ -7,11 +7,11 @@ group even if its ends are less alike.
 Two ways to find the links, the same answer where both run:
 - exact (`find_links_exact`): blocked matrix products over all vectors, O(n^2 d): about a minute per
   100,000 x 1280 on 2 cores, so it is the path up to `EXACT_MAX` vectors; no pair can be missed.
-- ANN (`find_links_ann`): an inverted-file index (faiss IVF-Flat, inner product) over the vectors, each vector's
-  range search probes its `nprobe` nearest cells. Candidates come from the probed cells only, but their similarity is
-  computed exactly on the full vectors, so a link is never wrong, only possibly missed; each pair is looked up from
-  both ends. Its recall against exact search is measured on a random sample of rows in the same pass and reported.
-  The vectors are streamed in batches: faiss holds the one copy, queries are read again batch by batch.
+- ANN (`find_links_ann`): candidates from an inverted-file index (faiss IVF-Flat, inner product) over the vectors'
+  projections on their top principal directions, with a margin that the projection's residuals bound; then the exact
+  cosine of each candidate from the full vectors, so a link is never wrong, only possibly missed; each pair is
+  looked up from both ends. Its recall against exact search is measured on a random sample of rows in the same pass
+  and reported. The full vectors are streamed once into a memory-mapped file (the one copy, in the page cache).
 
 Default threshold, calibrated on the real sample photos (21 photos, each as 90% crop, half and quarter size, JPEG
 q40 and q30): no two different photos scored above 0.55; a 90% crop, half size or JPEG copy scored >= 0.685 with its
@@ -33,6 +33,9 @@ from imgsearch.vectors import unit
 DEFAULT_THRESHOLD = 0.70
 EXACT_MAX = 100_000  # above this many vectors the ANN path is the default
 RECALL_SAMPLE = 1000  # rows whose exact links are computed to measure the ANN path's recall
+CANDIDATE_DIMS = 256  # the ANN path looks for candidates among projections on this many principal directions
+QUERY_BLOCK = 1024  # rows range-searched at once (bounds the candidate arrays)
+VERIFY_PAIRS = 1024  # candidate pairs verified at once: 2 x 1024 full rows gathered (10 MB at 1280 dims)
 
 # A source of all vectors, readable several times in the same order: calling it yields float32 row blocks.
 Batches = Callable[[], Iterator[np.ndarray]]
@@ -107,62 +110,108 @@ def ann_cells(n: int) -> int:
 
 def find_links_ann(batches: Batches, n: int, dim: int, threshold: float, *, nprobe: int = 16,
                    cells: int | None = None, sample: int = RECALL_SAMPLE, seed: int = 0,
+                   candidate_dims: int = CANDIDATE_DIMS, workdir: str | None = None,
                    advance: Callable[[int], None] = lambda k: None) -> Links:
-    """Links by IVF range search over vectors streamed from `batches` (three passes: sample, add, search).
+    """Links by IVF range search over vectors streamed once from `batches`, in three steps:
 
+    1. stream: the vectors go to a float32 file on disk (memory-mapped: the one full copy, in the page cache, not in
+       this process's heap); their second-moment matrix and the recall sample are gathered on the way;
+    2. candidates: each vector projected on the top `candidate_dims` eigenvectors (y = P x, |y| <= 1, residual
+       r = sqrt(1 - |y|^2)); since x.x' = y.y' + (residual dot) >= t implies y.y' >= t - r r', an IVF index over the
+       y's is range-searched at radius t - margin (margin = the 99th-percentile r squared: the bound holds for every
+       pair of the 99% best-projected vectors) and pairs are kept where y.y' >= t - r r';
+    3. verification: the exact cosine of each candidate pair from the full vectors; links are those >= t.
+    Misses come from unprobed cells and from pairs whose residuals exceed the margin; the exact links of `sample`
+    random rows are computed alongside, and the recall against them is reported in `stats`.
     `advance` is called with rows done in each pass (3 n in all), for a progress bar."""
     try:
         import faiss
     except ImportError:  # pragma: no cover - a dependency
         raise ImgSearchError("the ANN duplicates path needs faiss: pip install faiss-cpu") from None
+    import os
+    import tempfile
     import time
 
     rng = np.random.default_rng(seed)
-    cells = cells or ann_cells(n)
-    train_n = min(n, 40 * cells)
-    train_rows = np.sort(rng.choice(n, size=train_n, replace=False))
     sample_rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    stats: dict = {"cells": cells, "nprobe": nprobe, "vectors": n}
+    stats: dict = {"vectors": n, "dim": dim, "nprobe": nprobe}
+    fd, path = tempfile.mkstemp(prefix="imgsearch-duplicates-", suffix=".f32", dir=workdir)
+    os.close(fd)
+    try:
+        t0 = time.perf_counter()  # 1: stream to disk, second moments, the sample
+        full = np.memmap(path, np.float32, mode="w+", shape=(max(n, 1), dim))
+        moment = np.zeros((dim, dim), np.float64)
+        for start, x in _numbered(batches(), dim, n):
+            full[start:start + len(x)] = x
+            moment += x.T @ x
+            advance(len(x))
+        full.flush()
+        probe = np.asarray(full[sample_rows])
+        k = min(candidate_dims, dim)
+        if k < dim:
+            eig, vec = np.linalg.eigh(moment)
+            basis = np.ascontiguousarray(vec[:, np.argsort(eig)[::-1][:k]], np.float32)
+        else:
+            basis = None
+        del moment
 
-    t0 = time.perf_counter()  # pass 1: training rows and the recall sample
-    train = np.empty((train_n, dim), np.float32)
-    probe = np.empty((len(sample_rows), dim), np.float32)
-    for start, x in _numbered(batches(), dim, n):
-        _take(train, train_rows, start, x)
-        _take(probe, sample_rows, start, x)
-        advance(len(x))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.train(train)
-    del train
-    stats["train_s"] = round(time.perf_counter() - t0, 2)
+        def project(lo: int, hi: int) -> np.ndarray:  # computed again where needed: no n x k copy is kept
+            blk = np.asarray(full[lo:hi])
+            return np.ascontiguousarray(blk @ basis) if basis is not None else blk
 
-    t0 = time.perf_counter()  # pass 2: every vector into the index (faiss holds the one copy)
-    for _, x in _numbered(batches(), dim, n):
-        index.add(x)
-        advance(len(x))
-    index.nprobe = min(nprobe, cells)
-    stats["add_s"] = round(time.perf_counter() - t0, 2)
+        resid = np.zeros(n, np.float32)
+        if basis is not None:
+            for start in range(0, n, 8192):
+                y = project(start, start + 8192)
+                resid[start:start + len(y)] = np.sqrt(np.clip(1.0 - np.einsum("ij,ij->i", y, y), 0.0, None))
+        margin = float(np.quantile(resid, 0.99) ** 2) if basis is not None else 0.0
+        if basis is not None and margin > threshold / 2:  # the projection keeps too little: search the full vectors
+            k, basis, margin = dim, None, 0.0
+            resid[:] = 0.0
+        stats.update(candidate_dims=k, margin=round(margin, 4), stream_s=round(time.perf_counter() - t0, 2))
 
-    t0 = time.perf_counter()  # pass 3: range search from every vector; exact links of the sample rows alongside
-    ii, jj, ss = [], [], []
-    exact_i, exact_j = [], []
-    for start, x in _numbered(batches(), dim, n):
-        lims, scores, found = index.range_search(x, threshold)
-        rows = np.repeat(np.arange(start, start + len(x)), np.diff(lims).astype(np.int64))
-        keep = found != rows
-        a, b = np.minimum(rows[keep], found[keep]), np.maximum(rows[keep], found[keep])
-        ii.append(a)
-        jj.append(b)
-        ss.append(scores[keep])
-        for sub in range(0, len(x), 1024):  # the sample's exact links, 1024 rows at a time (bounded memory)
-            r, c = np.nonzero(probe @ x[sub:sub + 1024].T >= threshold)
-            c = c + start + sub
+        t0 = time.perf_counter()  # 2: an IVF index over the projections, range search
+        cells = cells or ann_cells(n)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(k), k, cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        train = np.asarray(full[np.sort(rng.choice(n, size=min(n, 40 * cells), replace=False))])
+        index.train(np.ascontiguousarray(train @ basis) if basis is not None else train)
+        del train
+        for start in range(0, n, 8192):
+            index.add(project(start, start + 8192))
+        index.nprobe = min(nprobe, cells)
+        stats["cells"] = cells
+        ii, jj, ss = [], [], []
+        exact_i, exact_j = [], []
+        candidates = 0
+        for start in range(0, n, QUERY_BLOCK):
+            q = project(start, start + QUERY_BLOCK)
+            lims, scores, found = index.range_search(q, threshold - margin)
+            rows = np.repeat(np.arange(start, start + len(q)), np.diff(lims).astype(np.int64))
+            keep = found != rows  # a pair is looked up from both ends (one may miss it); duplicates merge below
+            rows, found, scores = rows[keep], found[keep], scores[keep]
+            ok = scores >= threshold - resid[rows] * resid[found]  # the bound, pair by pair
+            rows, found = rows[ok], found[ok]
+            candidates += len(rows)
+            for c0 in range(0, len(rows), VERIFY_PAIRS):  # 3: exact cosine from the full vectors, chunk by chunk
+                a, b = rows[c0:c0 + VERIFY_PAIRS], found[c0:c0 + VERIFY_PAIRS]
+                s_exact = np.einsum("ij,ij->i", np.asarray(full[a]), np.asarray(full[b]))
+                hit = s_exact >= threshold
+                ii.append(np.minimum(a[hit], b[hit]))
+                jj.append(np.maximum(a[hit], b[hit]))
+                ss.append(s_exact[hit])
+            blk = np.asarray(full[start:start + len(q)])
+            r, c = np.nonzero(probe @ blk.T >= threshold)  # the sample's exact links, for the recall figure
+            c = c + start
             keep = sample_rows[r] != c
             exact_i.append(sample_rows[r][keep])
             exact_j.append(c[keep])
-        advance(len(x))
-    stats["search_s"] = round(time.perf_counter() - t0, 2)
+            advance(len(q))
+        advance(n)
+        stats.update(candidates=candidates, search_s=round(time.perf_counter() - t0, 2))
+        del index
+    finally:
+        os.unlink(path)
     links = _links(ii, jj, ss, "ann")
     stats.update(_sample_recall(links, np.concatenate(exact_i) if exact_i else np.zeros(0, np.int64),
                                 np.concatenate(exact_j) if exact_j else np.zeros(0, np.int64), len(sample_rows)))

@@ -42,3 +42,27 @@ def test_search_latency_quick_measures_lite_and_server():
     runs = [v for v in sec.values() if isinstance(v, dict) and "total" in v]
     assert runs and all(r["vectors"] == 2000 and r["total"]["p50_ms"] > 0 for r in runs)
     assert all(0 < r["ann_recall_at_10"] <= 1 for r in runs)
+
+
+def test_scale_quick_runs_every_stage():
+    """`bench scale --quick`: a 300-image corpus from packages through both engines, a 1% rerun, the HTTP service,
+    then 20,000 synthetic vectors through reduce, Milvus Lite (both indexes), milvus-server and ANN duplicates."""
+    res = subprocess.run([sys.executable, "-m", "bench", "scale", "--quick"], cwd=REPO, capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sec = json.loads((REPO / "bench" / "results-quick.json").read_text())["sections"]["scale"]
+    corpus, million = sec["corpus_part"], sec["million_part"]
+    assert corpus["corpus"]["total"]["images"] >= 300
+    for run in (corpus["local"], corpus["spark"]):
+        assert run["embedded"] > 250 and run["img_per_s"] > 0 and run["disk_kib_per_image"] > 0
+        assert run["peak_rss_mib_by_process_kind"]["driver"] > 0
+    assert "python_worker" in corpus["spark"]["peak_rss_mib_by_process_kind"]
+    assert corpus["rerun_1pct"]["deleted"] >= 1 and corpus["rerun_1pct"]["wall_s"] > 0
+    assert corpus["serve"]["16_clients"]["requests"] > 0 and corpus["serve"]["16_clients"]["errors"] == 0
+    assert million["vectors"] == 20_000 and million["lite_pca256"]["dim"] <= 256
+    lite = million["lite_pca256"]["search"]
+    assert {r["index"] for r in lite} == {"FLAT", "IVF_FLAT"}
+    assert all(r["recall_at_10"] == 1.0 for r in lite if r["index"] == "FLAT")  # exact is exact
+    if "server_hnsw_pca256" in million:
+        assert all(r["index"] == "HNSW" and r["recall_at_10"] > 0.5 for r in million["server_hnsw_pca256"]["search"])
+    assert million["duplicates_1280"]["recall"] is not None and million["duplicates_1280"]["links"] > 0
