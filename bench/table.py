@@ -58,7 +58,7 @@ def scale_rows(sec: dict) -> list[str]:
         for key in ("local", "spark"):
             r = c.get(key)
             if r:
-                name = "local engine" if key == "local" else f"Spark {r['master']}"
+                name = "local engine" if key == "local" else f"Spark {r['master']} (after the 1% change)"
                 ratio = r["img_per_s"] / c["forward_img_per_s"]
                 out.append(f"| {name} | {r['images']:,} | {r['wall_s']:.0f} | {r['img_per_s']:.1f} | {ratio:.2f} | "
                            f"{r['peak_rss_mib_all_processes']:,} | {r['disk_kib_per_image']:.1f} | {r['failed']} |")

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     rows_per_part: int = Field(4096, ge=1, description="rows per Parquet part file written by the local engine")
     part_seconds: float = Field(20.0, ge=0, description="the local engine commits a part at least this often: "
                                 "the most work a crash can lose")
-    insert_batch: int = Field(500, ge=1, description="rows per Milvus upsert call")
+    insert_batch: int = Field(4096, ge=1, description="most rows per Milvus insert/upsert call (calls also stay "
+                              "within 4 MB of vectors)")
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="files larger than this are recorded as failed "
                                 "without being read (both engines)")
     worker_log: str = Field("", description="file to which engines append 'load <pid>' and 'batch <pid> <n>' lines "

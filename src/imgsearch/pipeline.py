@@ -119,7 +119,7 @@ def load_with(eng: Engine, data: str, db: str, settings: Settings) -> LoadReport
         batches = dset.iter_embedded(local) if local else eng.stream_rows(data)  # local files: read them here
         with show_progress(summary.embedded if summary else 0, "loading into Milvus") as advance:
             written = store.upsert_batches(batches, batch_rows=settings.insert_batch, reducer=reducer_id,
-                                           advance=advance)
+                                           insert=None, advance=advance)
         counts = {name: store.count(name) for name in written}
     return LoadReport(written=written, failed_rows=failed, counts=counts)
 

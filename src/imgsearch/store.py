@@ -201,6 +201,12 @@ class Store:
         keep = {k: int(v) for k, v in params.items() if k in ("nlist", "M", "efConstruction") and str(v).isdigit()}
         return str(desc.get("index_type", "")), keep
 
+    def index_progress(self, name: str) -> tuple[int, int]:
+        """(rows indexed, rows in all) of a collection's vector index: a server builds it in the background after
+        inserts (searches meanwhile scan the unindexed segments); Milvus Lite reports its own figures."""
+        desc = self.client.describe_index(name, "vector") or {}
+        return int(desc.get("indexed_rows", 0) or 0), int(desc.get("total_rows", 0) or 0)
+
     def plan(self, count: int, dim: int) -> IndexPlan:
         return plan_index(count, dim, server=not self.is_lite, index_type=self.index_type,
                           flat_max_floats=self.flat_max_floats, nprobe=self.nprobe, hnsw=self.hnsw)
@@ -288,18 +294,20 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------------------------------
     def upsert_batches(self, batches: Iterable[pa.RecordBatch], batch_rows: int = 500,
-                       reducer: str | None = None, *, insert: bool = False,
+                       reducer: str | None = None, *, insert: bool | None = False,
                        advance: Callable[[int], None] = lambda n: None) -> dict[str, int]:
         """Upsert embedding rows (dataset schema) into their model's collection, at most `batch_rows` rows (and
         about MAX_CALL_BYTES of vectors) per call, then fit each written collection's index to its new size.
 
-        `insert=True` is for rows the caller knows the collection lacks: a plain insert, cheaper than an upsert
-        (which deletes first) on a server. Returns rows written per collection; rows of several models go to
-        several collections.
+        `insert=True` is for rows the caller knows the collection lacks: a plain insert, several times cheaper than
+        an upsert (which deletes first). `insert=None` decides row by row: the ids the collection already holds
+        (read once, ids only; none for a new or empty collection) are upserted, the others inserted, so a load
+        resumed after a crash never duplicates a row. Returns rows written per collection; rows of several models
+        go to several collections.
         """
         written: dict[str, int] = {}
         known: dict[tuple[str, int], str] = {}
-        write = self.client.insert if insert else self.client.upsert
+        held: dict[str, set[str]] = {}
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -313,17 +321,33 @@ class Store:
                 key = (model, int(dims[0]))
                 if key not in known:
                     known[key] = self.ensure_collection(*key, reducer=reducer)
+                    if insert is None:
+                        held[known[key]] = self.ids(known[key])
                 name = known[key]
                 step = max(1, min(batch_rows, MAX_CALL_BYTES // (4 * key[1])))
-                for start in range(0, part.num_rows, step):
-                    chunk = part.slice(start, step)
-                    write(name, _rows(chunk))
-                    written[name] = written.get(name, 0) + chunk.num_rows
-                    advance(chunk.num_rows)
+                if insert is None:
+                    mask = pc.is_in(part["id"], pa.array(sorted(held[name]), pa.string())) if held[name] else None
+                    groups = ([(part, self.client.insert)] if mask is None else
+                              [(part.filter(pc.invert(mask)), self.client.insert), (part.filter(mask),
+                                                                                    self.client.upsert)])
+                else:
+                    groups = [(part, self.client.insert if insert else self.client.upsert)]
+                for rows_, write in groups:
+                    for start in range(0, rows_.num_rows, step):
+                        chunk = rows_.slice(start, step)
+                        write(name, _rows(chunk))
+                        written[name] = written.get(name, 0) + chunk.num_rows
+                        advance(chunk.num_rows)
         for (_, dim), name in known.items():
             self.client.flush(name)
             self.fit_index(name, dim)
         return written
+
+    def ids(self, name: str) -> set[str]:
+        """Every id a collection holds (nothing is read from an empty one)."""
+        if self.count(name) == 0:
+            return set()
+        return {r["id"] for rows in self.rows(name, ["id"], batch=16384) for r in rows}
 
     def file_keys(self, name: str) -> dict[str, tuple[str, int, int]]:
         """id -> (path, bytes, mtime_us) of every row: what `index` compares with its dataset to repair the collection."""

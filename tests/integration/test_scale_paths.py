@@ -94,6 +94,9 @@ def test_lite_collection_moves_to_ivf_as_it_grows_and_stays_searchable(tmp_path)
         assert store.fit_index(info.name, 16) is None  # nothing to rebuild on the next load
         hits = store.search(info, x[[5, 2500]], k=3)
         assert [h[0].id for h in hits] == [f"{5:032x}", f"{2500:032x}"]
+    pipeline.load(data, db, s)  # again: rows held are upserted, none inserted twice
+    with open_store(db, s) as store:
+        assert store.count(store.collections()[0].name) == 3000
     assert "IVF_FLAT nlist=256" in pipeline_stats_line(db, s)
     rep = run_ann(db, s, queries=100, k=10, data=str(data))
     assert rep.details["search_params"] == {"nprobe": 16} and rep.metrics["recall@10"] >= 0.9
