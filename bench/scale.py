@@ -241,7 +241,7 @@ def corpus_part(quick: bool, work: Path) -> tuple[dict, Path]:
                              "share_of_first_run": round(rerun["wall_s"] / local["wall_s"], 4),
                              "peak_rss_mib_all_processes": rerun["peak_rss_mib_all_processes"]}
     log(f"scale: 1% rerun {rerun['wall_s']} s = {figures['rerun_1pct']['share_of_first_run']:.1%} of the first run")
-    figures["serve"] = serve_load(local["db"], 20 if quick else 60)
+    figures["serve"] = serve_load(local["db"], 8 if quick else 60)
     spark = index_run(src, work, "spark", master)
     spark["over_local_ratio"] = round(spark["wall_s"] / local["wall_s"], 3)
     figures["spark"] = spark
@@ -374,7 +374,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     from imgsearch.store import open_store
     from imgsearch.vectors import top_k_streamed
 
-    n = 20_000 if quick else 1_000_000
+    n = 10_000 if quick else 1_000_000
     s = get_settings()
     full = work / "synthetic-1280"
     made = synthesize(real, n, full)
@@ -407,7 +407,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     seconds = 2 if quick else 15
     lite = work / "lite-256.db"
     figures["lite_pca256"] = {**timed_load(reduced, str(lite), s), "disk_mib": du_mib(lite)}
-    nprobes, efs = ((16, 64), (16, 64)) if quick else ((16, 32, 64, 128, 256, 512, 1024), (16, 32, 64, 128, 256))
+    nprobes, efs = ((16,), (64,)) if quick else ((16, 32, 64, 128, 256, 512, 1024), (16, 32, 64, 128, 256))
     lite_rows = search_figures(str(lite), s, q256, truth256, {"": None}, seconds)  # the index auto chose
     ivf = s.model_copy(update={"index_type": "IVF_FLAT"})
     flat = s.model_copy(update={"index_type": "FLAT"})

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
                             "lite_flat_max_floats numbers per query, then IVF_FLAT (rebuilt as a collection grows)")
     lite_flat_max_floats: int = Field(64_000_000, ge=0, description="auto index on Milvus Lite: exact FLAT search "
                                       "while count x dim stays within this (50k x 1280, 250k x 256)")
-    ivf_nprobe: int = Field(0, ge=0, description="IVF cells probed per query; 0 = nlist/32 (16..256)")
+    ivf_nprobe: int = Field(0, ge=0, description="IVF cells probed per query; 0 = nlist/32 (16..256). A Milvus "
+                            "server honours it; Milvus Lite 2.5 ignores search-time nprobe")
+    ivf_nlist: int = Field(0, ge=0, description="IVF cells of an IVF_FLAT index; 0 = about 4 sqrt(n)")
     duplicates_exact_max: int = Field(100_000, ge=0, description="'duplicates' compares every pair exactly up to "
                                       "this many vectors, then uses an IVF index (its recall is measured and shown)")
     duplicates_nprobe: int = Field(16, ge=1, description="IVF cells probed per vector by the ANN duplicates path")

@@ -82,7 +82,7 @@ def ivf_nprobe(nlist: int, settings_nprobe: int = 0) -> int:
 
 
 def plan_index(count: int, dim: int, *, server: bool, index_type: str = "auto", flat_max_floats: int = 64_000_000,
-               nprobe: int = 0, hnsw: tuple[int, int, int] = (16, 200, 64)) -> IndexPlan:
+               nprobe: int = 0, hnsw: tuple[int, int, int] = (16, 200, 64), nlist: int = 0) -> IndexPlan:
     """The index for `count` vectors of `dim` dims. auto: a Milvus server gets HNSW at every size (fast at 1k and
     at 1M); Milvus Lite (FLAT or IVF_FLAT only) keeps exact FLAT search while one query scans at most
     `flat_max_floats` numbers (50k x 1280 or 250k x 256: tens of ms on 2 cores), then IVF_FLAT."""
@@ -104,7 +104,7 @@ def plan_index(count: int, dim: int, *, server: bool, index_type: str = "auto", 
                              "index_type FLAT / IVF_FLAT / auto")
         return IndexPlan("HNSW", {"M": m, "efConstruction": ef_construction}, {"ef": ef}, why)
     if index_type == "IVF_FLAT":
-        nlist = ivf_nlist(count)
+        nlist = nlist or ivf_nlist(count)
         return IndexPlan("IVF_FLAT", {"nlist": nlist}, {"nprobe": ivf_nprobe(nlist, nprobe)}, why)
     return IndexPlan("FLAT", {}, {}, why)
 
@@ -118,11 +118,11 @@ class Store:
     """An open connection to one Milvus database. Use as a context manager, or call close()."""
 
     def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64),
-                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0):
+                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0, nlist: int = 0):
         self.uri = uri
         self.hnsw = hnsw
         self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef = hnsw
-        self.index_type, self.flat_max_floats, self.nprobe = index_type, flat_max_floats, nprobe
+        self.index_type, self.flat_max_floats, self.nprobe, self.nlist = index_type, flat_max_floats, nprobe, nlist
         self.is_lite = not is_server_uri(uri)
         if self.is_lite:
             path = Path(uri).expanduser()
@@ -209,7 +209,7 @@ class Store:
 
     def plan(self, count: int, dim: int) -> IndexPlan:
         return plan_index(count, dim, server=not self.is_lite, index_type=self.index_type,
-                          flat_max_floats=self.flat_max_floats, nprobe=self.nprobe, hnsw=self.hnsw)
+                          flat_max_floats=self.flat_max_floats, nprobe=self.nprobe, hnsw=self.hnsw, nlist=self.nlist)
 
     def fit_index(self, name: str, dim: int) -> str | None:
         """Rebuild a collection's index when its size now calls for another type, or for 4x more/fewer IVF cells
@@ -218,7 +218,8 @@ class Store:
         want = self.plan(count, dim)
         have_type, have = self.current_index(name)
         if have_type == want.index_type and (want.index_type != "IVF_FLAT" or
-                                             0.25 < have.get("nlist", 0) / want.build["nlist"] < 4):
+                                             (have.get("nlist") == want.build["nlist"] if self.nlist else
+                                              0.25 < have.get("nlist", 0) / want.build["nlist"] < 4)):
             return None
         started = time.perf_counter()
         self.client.release_collection(name)
@@ -450,7 +451,7 @@ def open_store(uri: str, settings: Settings, create: bool = False) -> Store:
     return Store(uri, create=create, token=settings.milvus_token,
                  hnsw=(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
                  index_type=settings.index_type, flat_max_floats=settings.lite_flat_max_floats,
-                 nprobe=settings.ivf_nprobe)
+                 nprobe=settings.ivf_nprobe, nlist=settings.ivf_nlist)
 
 
 class CollectionRows:

@@ -46,7 +46,7 @@ def test_search_latency_quick_measures_lite_and_server():
 
 def test_scale_quick_runs_every_stage():
     """`bench scale --quick`: a 300-image corpus from packages through both engines, a 1% rerun, the HTTP service,
-    then 20,000 synthetic vectors through reduce, Milvus Lite (both indexes), milvus-server and ANN duplicates."""
+    then 10,000 synthetic vectors through reduce, Milvus Lite (both indexes), milvus-server and ANN duplicates."""
     res = subprocess.run([sys.executable, "-m", "bench", "scale", "--quick"], cwd=REPO, capture_output=True,
                          text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_scale_quick_runs_every_stage():
     assert "python_worker" in corpus["spark"]["peak_rss_mib_by_process_kind"]
     assert corpus["rerun_1pct"]["deleted"] >= 1 and corpus["rerun_1pct"]["wall_s"] > 0
     assert corpus["serve"]["16_clients"]["requests"] > 0 and corpus["serve"]["16_clients"]["errors"] == 0
-    assert million["vectors"] == 20_000 and million["lite_pca256"]["dim"] <= 256
+    assert million["vectors"] == 10_000 and million["lite_pca256"]["dim"] <= 256
     lite = million["lite_pca256"]["search"]
     assert {r["index"] for r in lite} == {"FLAT", "IVF_FLAT"}
     assert all(r["recall_at_10"] == 1.0 for r in lite if r["index"] == "FLAT")  # exact is exact

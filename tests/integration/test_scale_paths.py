@@ -69,6 +69,7 @@ def test_index_choice_by_collection_size():
     assert ivf_nlist(100) == 64 and ivf_nlist(10_000_000) == 16_384  # clamped
     # the user overrides: an index type, the probes
     assert plan_index(10, 8, server=False, index_type="IVF_FLAT", nprobe=7).search == {"nprobe": 7}
+    assert plan_index(10**6, 256, server=False, nlist=300).build == {"nlist": 300}
     assert plan_index(10**6, 1280, server=True, index_type="FLAT").index_type == "FLAT"
     with pytest.raises(StoreError, match="Milvus Lite has no HNSW"):
         plan_index(10, 8, server=False, index_type="HNSW")
