@@ -184,37 +184,22 @@ def churn(src: Path, share: float, seed: int = 1) -> dict:
 
 def serve_load(db: str, seconds: float, clients: int = 16) -> dict:
     """`imgsearch serve` in its own process; closed-loop search requests (real JPEG uploads) from this one."""
+    from urllib.parse import urlparse
+
     from bench.search_load import _multipart, closed_loop
     from imgsearch.samples import sample_photo_files, write_variants
+    from imgsearch.server.live import live_server
 
-    port = 8765
-    proc = subprocess.Popen([sys.executable, "-m", "imgsearch", "serve", "--db", db, "--port", str(port),
-                             "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        import http.client
-
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 300:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/api/stats")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        startup = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as tmp:
-            made = write_variants(sample_photo_files()[:8], Path(tmp), kinds=("crop80", "jpeg40"))
-            queries = [_multipart(p.read_bytes(), p.name) for copies in made.values() for p in copies]
+    with tempfile.TemporaryDirectory() as tmp:
+        made = write_variants(sample_photo_files()[:8], Path(tmp), kinds=("crop80", "jpeg40"))
+        queries = [_multipart(p.read_bytes(), p.name) for copies in made.values() for p in copies]
+    t0 = time.perf_counter()
+    with live_server(db, timeout=300) as url:
+        startup = time.perf_counter() - t0  # until /healthz answers
+        port = urlparse(url).port
         one = closed_loop("127.0.0.1", port, queries, 1, 60, seconds / 2)
         many = closed_loop("127.0.0.1", port, queries, clients, 100_000, seconds / 2)
-        return {"startup_s": round(startup, 1), "one_client": one, f"{clients}_clients": many}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return {"startup_s": round(startup, 1), "one_client": one, f"{clients}_clients": many}
 
 
 def corpus_part(quick: bool, work: Path) -> tuple[dict, Path]:
@@ -372,7 +357,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     from imgsearch.config import get_settings
     from imgsearch.milvus_standalone import executable, milvus_standalone
     from imgsearch.store import open_store
-    from imgsearch.vectors import top_k_streamed
+    from imgsearch.vectors import take_rows, top_k_streamed
 
     n = 10_000 if quick else 1_000_000
     s = get_settings()
@@ -393,9 +378,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
 
         ids, qx = [], np.empty((len(q_rows), dim), np.float32)
         for b in dset.iter_embedded(folder, columns=("id", "vector")):
-            x = dset.vectors_of(b)
-            lo, hi = np.searchsorted(q_rows, [len(ids), len(ids) + len(x)])
-            qx[lo:hi] = x[q_rows[lo:hi] - len(ids)]
+            take_rows(qx, q_rows, len(ids), dset.vectors_of(b))
             ids += b.column("id").to_pylist()
         qx += np.random.default_rng(6).standard_normal(qx.shape).astype(np.float32) * 0.02  # not the stored rows
         vecs = (dset.vectors_of(b) for b in dset.iter_embedded(folder, columns=("vector",)))

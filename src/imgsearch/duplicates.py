@@ -37,7 +37,7 @@ CANDIDATE_DIMS = 256  # the ANN path looks for candidates among projections on t
 QUERY_BLOCK = 1024  # rows range-searched at once (bounds the candidate arrays)
 VERIFY_PAIRS = 1024  # candidate pairs verified at once: 2 x 1024 full rows gathered (10 MB at 1280 dims)
 
-# A source of all vectors, readable several times in the same order: calling it yields float32 row blocks.
+# A source of all vectors: calling it yields float32 row blocks (the ANN search reads it once).
 Batches = Callable[[], Iterator[np.ndarray]]
 
 
@@ -123,7 +123,7 @@ def find_links_ann(batches: Batches, n: int, dim: int, threshold: float, *, npro
     3. verification: the exact cosine of each candidate pair from the full vectors; links are those >= t.
     Misses come from unprobed cells and from pairs whose residuals exceed the margin; the exact links of `sample`
     random rows are computed alongside, and the recall against them is reported in `stats`.
-    `advance` is called with rows done in each pass (3 n in all), for a progress bar."""
+    `advance` is called with rows done in each of the two passes (stream, search: 2 n in all), for a progress bar."""
     try:
         import faiss
     except ImportError:  # pragma: no cover - a dependency
@@ -207,7 +207,6 @@ def find_links_ann(batches: Batches, n: int, dim: int, threshold: float, *, npro
             exact_i.append(sample_rows[r][keep])
             exact_j.append(c[keep])
             advance(len(q))
-        advance(n)
         stats.update(candidates=candidates, search_s=round(time.perf_counter() - t0, 2))
         del index
     finally:
@@ -228,11 +227,6 @@ def _numbered(batches: Iterable[np.ndarray], dim: int, n: int) -> Iterator[tuple
         start += len(x)
     if start != n:
         raise ImgSearchError(f"the collection changed while it was read ({start} rows instead of {n}); run again")
-
-
-def _take(dest: np.ndarray, wanted: np.ndarray, start: int, x: np.ndarray) -> None:
-    lo, hi = np.searchsorted(wanted, [start, start + len(x)])
-    dest[lo:hi] = x[wanted[lo:hi] - start]
 
 
 def _links(ii: list, jj: list, ss: list, method: str) -> Links:

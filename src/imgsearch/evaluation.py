@@ -24,7 +24,7 @@ import numpy as np
 
 from imgsearch.config import Settings
 from imgsearch.errors import ImgSearchError
-from imgsearch.vectors import overlap_recall, top_k, top_k_streamed, unit
+from imgsearch.vectors import overlap_recall, take_rows, top_k, top_k_streamed, unit
 
 NEAR_DUP_TRANSFORMS = ("crop80", "resize50", "jpeg30", "rotate10", "rotate-10", "hflip", "jitter")
 
@@ -190,8 +190,7 @@ def run_ann(db: str, settings: Settings, *, queries: int = 200, k: int = 10, mod
         ids: list[str] = []
         qx = np.empty((len(pick), info.dim), np.float32)
         for cols, x in rows:  # pass 1: every id, and the query rows' vectors
-            lo, hi = np.searchsorted(pick, [len(ids), len(ids) + len(x)])
-            qx[lo:hi] = x[pick[lo:hi] - len(ids)]
+            take_rows(qx, pick, len(ids), x)
             ids += cols["id"]
         hits = store.search(info, qx, k, consistency="Strong")
         exact = top_k_streamed(qx, rows.vectors(), k)  # pass 2: exact search, a batch at a time

@@ -242,11 +242,15 @@ def duplicates(db: str, settings: Settings, *, threshold: float | None = None, m
         use_ann = method == "ann" or (method == "auto" and len(rows) > settings.duplicates_exact_max)
         if use_ann:
             cols: dict[str, list] = {c: [] for c in keep}
-            for got, _ in rows:  # the small columns, once; the vectors are streamed three times by the ANN search
-                for c in keep:
-                    cols[c] += got[c]
-            with show_progress(3 * len(cols["id"]), "duplicates (ANN: sample, add, search)", progress) as advance:
-                links = find_links_ann(rows.vectors, len(cols["id"]), info.dim, t, nprobe=settings.duplicates_nprobe,
+
+            def vectors():  # the one read of the collection: small columns kept, vectors handed to the search
+                for got, x in rows:
+                    for c in keep:
+                        cols[c] += got[c]
+                    yield x
+
+            with show_progress(2 * len(rows), "duplicates (ANN: stream, search)", progress) as advance:
+                links = find_links_ann(vectors, len(rows), info.dim, t, nprobe=settings.duplicates_nprobe,
                                        advance=advance)
         else:
             cols, vectors = rows.materialise()

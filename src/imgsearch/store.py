@@ -308,7 +308,7 @@ class Store:
         """
         written: dict[str, int] = {}
         known: dict[tuple[str, int], str] = {}
-        held: dict[str, set[str]] = {}
+        held: dict[str, pa.Array | None] = {}  # per collection, with insert=None: the ids it held before (None: none)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -323,11 +323,12 @@ class Store:
                 if key not in known:
                     known[key] = self.ensure_collection(*key, reducer=reducer)
                     if insert is None:
-                        held[known[key]] = self.ids(known[key])
+                        ids = self.ids(known[key])
+                        held[known[key]] = pa.array(sorted(ids), pa.string()) if ids else None
                 name = known[key]
                 step = max(1, min(batch_rows, MAX_CALL_BYTES // (4 * key[1])))
                 if insert is None:
-                    mask = pc.is_in(part["id"], pa.array(sorted(held[name]), pa.string())) if held[name] else None
+                    mask = pc.is_in(part["id"], held[name]) if held[name] is not None else None
                     groups = ([(part, self.client.insert)] if mask is None else
                               [(part.filter(pc.invert(mask)), self.client.insert), (part.filter(mask),
                                                                                     self.client.upsert)])
@@ -509,9 +510,3 @@ class CollectionRows:
 
 
 BATCH_BYTES = 4 * 1024 * 1024
-
-
-def collection_vectors(store: Store, info: CollectionInfo, columns: list[str], dataset: str | Path | None = None
-                       ) -> tuple[dict[str, list], np.ndarray]:
-    """Every vector of a collection with some columns, in memory (see CollectionRows for streaming them)."""
-    return CollectionRows(store, info, columns, dataset).materialise()

@@ -56,6 +56,13 @@ def top_k_streamed(queries: np.ndarray, batches: Iterable[np.ndarray], k: int) -
     return np.take_along_axis(best_i, order, 1)
 
 
+def take_rows(dest: np.ndarray, wanted: np.ndarray, start: int, x: np.ndarray) -> None:
+    """Copy into `dest` the rows of batch `x` (global rows start..start+len(x)) that the sorted row numbers
+    `wanted` ask for: how a few rows are picked out of a collection read a batch at a time."""
+    lo, hi = np.searchsorted(wanted, [start, start + len(x)])
+    dest[lo:hi] = x[wanted[lo:hi] - start]
+
+
 def overlap_recall(found: list, truth: list, k: int) -> float:
     """Mean share of each true top-k that the found top-k holds (ANN vs exact, reduced vs full)."""
     return float(np.mean([len(set(list(a)[:k]) & set(list(e)[:k])) / k for a, e in zip(found, truth)]))
