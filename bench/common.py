@@ -33,10 +33,10 @@ def machine() -> dict:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),
-            "git": _git_rev()}
+            "git": git_rev()}
 
 
-def _git_rev() -> str:
+def git_rev() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip()
@@ -53,7 +53,7 @@ def save(section: str, figures: dict, quick: bool) -> Path:
 
     cpu = cpu_features()  # each section records the CPU kind it ran on: sections may come from different machines
     data.setdefault("sections", {})[section] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                                "git": _git_rev(), "quick": quick,
+                                                "git": git_rev(), "quick": quick,
                                                 "cpu": {"kind": cpu.kind, "flags": sorted(cpu.flags),
                                                         "emulated": cpu.emulated}, **figures}
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

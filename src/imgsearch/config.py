@@ -36,6 +36,11 @@ class Settings(BaseSettings):
                               "within 4 MB of vectors)")
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="files larger than this are recorded as failed "
                                 "without being read (both engines)")
+    s3_endpoint: str = Field("", description="S3-compatible server for s3:// sources (http://host:9000); empty = "
+                             "AWS. Credentials: the usual AWS_* variables or profile")
+    s3_region: str = Field("", description="bucket region; empty = AWS_DEFAULT_REGION, the profile's, or us-east-1")
+    s3_anonymous: bool = Field(False, description="read public buckets without credentials")
+    io_threads: int = Field(16, ge=1, le=256, description="concurrent object reads when indexing a bucket")
     worker_log: str = Field("", description="file to which engines append 'load <pid>' and 'batch <pid> <n>' lines "
                             "(tests, benchmarks, curious operators count model loads and work done with it)")
     quality_sample: int = Field(20_000, ge=100, description="vectors on which a PCA fit's recall@10 is reported")

@@ -38,15 +38,13 @@ def failed(record: FileRecord, reason: Reason, **detail) -> Outcome:
     return Outcome(record, error=reason.message(**detail))
 
 
-def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes, prep: Preprocess,
-                  max_pixels: int, max_bytes: int | None = None) -> Outcome:
-    """Read (if given a reader) and decode one file; any failure becomes an Outcome with a one-line reason.
-
-    A file whose listed size is over `max_bytes` is refused without being read (both engines use one limit)."""
+def read_record(record: FileRecord, read: Callable[[str], bytes], max_bytes: int | None = None) -> bytes | Outcome:
+    """One file's bytes, or the failure that stopped reading them (a listed size over `max_bytes` is refused
+    without a read: both engines use one limit)."""
     if max_bytes is not None and record.size is not None and record.size > max_bytes:
         return failed(record, Reason.TOO_LARGE, limit=max_bytes)
     try:
-        data = read if isinstance(read, (bytes, bytearray, memoryview)) else read(record.uri)
+        return read(record.uri)
     except FileNotFoundError:
         return failed(record, Reason.DISAPPEARED)
     except PermissionError:
@@ -55,6 +53,15 @@ def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes, prep
         return failed(record, Reason.IS_DIRECTORY)
     except OSError as exc:
         return failed(record, Reason.READ_ERROR, detail=exc.strerror or exc)
+
+
+def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes | Outcome, prep: Preprocess,
+                  max_pixels: int, max_bytes: int | None = None) -> Outcome:
+    """Read (if given a reader) and decode one file; any failure becomes an Outcome with a one-line reason.
+    `read` may also be the bytes, or the failed Outcome, that `read_record` already gave."""
+    data = read if isinstance(read, (bytes, bytearray, memoryview, Outcome)) else read_record(record, read, max_bytes)
+    if isinstance(data, Outcome):
+        return data
     try:
         return Outcome(record, image=decode_image(bytes(data), prep, max_pixels))
     except DecodeError as exc:

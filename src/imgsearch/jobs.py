@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgsearch.buckets import BucketConfig
 from imgsearch.config import Settings
 from imgsearch.failures import Reason
 from imgsearch.models import Embedder, create_model
@@ -34,6 +35,8 @@ class EmbedJob:
     part_seconds: float = 20.0
     worker_log: str = ""  # see Settings.worker_log
     progress: bool | None = None  # a progress bar (None: when stderr is a terminal)
+    buckets: BucketConfig = BucketConfig()  # how to reach s3:// and gs:// sources
+    io_threads: int = 16  # concurrent object reads of the local engine over a bucket (latency hidden behind the model)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str, *, weights: str | None = None,
@@ -44,12 +47,17 @@ class EmbedJob:
                    cache_dir=s.cache_dir, device=s.device,
                    batch_size=batch_size or s.batch_size, max_pixels=s.max_pixels, max_file_bytes=s.max_file_bytes,
                    threads=s.torch_threads, workers=workers or s.workers, rows_per_part=s.rows_per_part,
-                   part_seconds=s.part_seconds, worker_log=s.worker_log, progress=progress)
+                   part_seconds=s.part_seconds, worker_log=s.worker_log, progress=progress,
+                   buckets=buckets_of(s), io_threads=s.io_threads)
 
     def create_embedder(self, device: str | None = None, threads: int | None = None) -> Embedder:
         return create_model(self.model, weights=self.weights, device=device or self.device,
                             precision=self.precision, runtime=self.runtime, cache_dir=self.cache_dir or None,
                             threads=self.threads if threads is None else threads)
+
+
+def buckets_of(settings: Settings) -> BucketConfig:
+    return BucketConfig(endpoint=settings.s3_endpoint, region=settings.s3_region, anonymous=settings.s3_anonymous)
 
 
 @dataclass

@@ -25,7 +25,9 @@ from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_ima
 from imgsearch.layout import data_dir_for
 from imgsearch.models import Embedder, create_model
 from imgsearch.query import QueryEncoder
-from imgsearch.sources import display_name, image_id, path_to_uri, uri_to_path
+from imgsearch.buckets import first_line, open_object
+from imgsearch.jobs import buckets_of
+from imgsearch.sources import display_name, image_id, is_bucket, path_to_uri, read_bytes, uri_to_path
 from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
 ID_CHARS = frozenset("0123456789abcdef")
@@ -33,6 +35,26 @@ ID_CHARS = frozenset("0123456789abcdef")
 
 def valid_id(image_id_: str) -> bool:
     return len(image_id_) == 32 and set(image_id_) <= ID_CHARS
+
+
+class SourceUnavailable(RuntimeError):
+    """The storage holding an indexed image (a bucket) answered with an error: the service says so (502)."""
+
+
+@dataclass
+class Original:
+    """An indexed image's original: a local file, or an open stream of a bucket object (the caller closes it)."""
+
+    name: str
+    path: Path | None = None
+    stream: object | None = None  # pyarrow NativeFile
+
+    def chunks(self, size: int = 1 << 20):
+        try:
+            while block := self.stream.read(size):  # type: ignore[union-attr]
+                yield block
+        finally:
+            self.stream.close()  # type: ignore[union-attr]
 
 
 class NotAnImage(ValueError):
@@ -154,6 +176,7 @@ class SearchService:
     def __init__(self, db: str, settings: Settings, model: str | None = None, embedder: Embedder | None = None):
         self.settings = s = settings
         self.db = db
+        self.buckets = buckets_of(s)
         self.store: Store = open_store(db, s, create=True)
         try:
             infos = self.store.collections()
@@ -258,17 +281,57 @@ class SearchService:
         path = Path(uri_to_path(rec["path"]))
         return path if path.is_file() else None
 
+    def original(self, image_id_: str) -> "Original | None":
+        """The original of an indexed image, looked up by id (clients never name a path or key): a local file, or
+        an open stream of its object in a bucket. None when it is gone; SourceUnavailable when its storage fails."""
+        rec = self.record(image_id_)
+        if rec is None:
+            return None
+        uri = rec["path"]
+        if uri.startswith("file:"):
+            path = self.local_file(image_id_)
+            return Original(display_name(uri), path=path) if path is not None else None
+        if not is_bucket(uri):
+            return None
+        try:
+            stream = open_object(uri, self.buckets)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SourceUnavailable(f"{display_name(uri)}: {first_line(exc)}") from exc
+        return Original(display_name(uri), stream=stream)
+
+    def _source_bytes(self, image_id_: str) -> bytes | None:
+        rec = self.record(image_id_)
+        if rec is None:
+            return None
+        uri = rec["path"]
+        if uri.startswith("file:"):
+            path = self.local_file(image_id_)
+            return path.read_bytes() if path is not None else None
+        if not is_bucket(uri):
+            return None
+        try:
+            return read_bytes(uri, self.settings.max_file_bytes, buckets=self.buckets)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SourceUnavailable(f"{display_name(uri)}: {first_line(exc)}") from exc
+
     def thumbnail(self, image_id_: str) -> Path | None:
-        """Path of the cached thumbnail JPEG, made on first request."""
+        """Path of the cached thumbnail JPEG, made on first request (from the local file or the bucket object)."""
         cached = self.thumb_dir / image_id_[:2] / f"{image_id_}.jpg"
         if valid_id(image_id_) and cached.is_file():
             return cached
-        src = self.local_file(image_id_)
-        if src is None:
+        try:
+            data = self._source_bytes(image_id_)
+        except OSError:
+            return None
+        if data is None:
             return None
         try:
-            jpeg = make_thumbnail(src.read_bytes(), self.settings.thumbnail_size, self.settings.max_pixels)
-        except (DecodeError, OSError):
+            jpeg = make_thumbnail(data, self.settings.thumbnail_size, self.settings.max_pixels)
+        except DecodeError:
             return None
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")

@@ -1,8 +1,9 @@
 """Where images come from: list candidate image files under a source and read their bytes.
 
 Every image is named by a normalised URI (`file:///abs/path`, percent-encoded as RFC 8089 wants, so that any file
-name, even one that is not valid UTF-8, survives the round trip) and identified by a hash of that URI. The Spark engine
-normalises the URIs Hadoop gives it to the same form, so both engines produce the same ids for the same files.
+name, even one that is not valid UTF-8, survives the round trip; `s3://bucket/key` for objects, see `buckets`) and
+identified by a hash of that URI. The Spark engine normalises the URIs Hadoop gives it to the same form, so both
+engines produce the same ids for the same files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
+from imgsearch.buckets import BucketConfig, is_bucket_uri, list_objects, normalize_bucket_uri, read_object
 from imgsearch.errors import SourceError
 from imgsearch.failures import Reason
 from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
@@ -54,6 +56,8 @@ def normalize_uri(uri: str) -> str:
         return "file://" + quote_from_bytes(b"/" + raw, safe="/-_.~!$&'()*+,;=:@")
     if "://" not in uri:
         return path_to_uri(uri)
+    if is_bucket_uri(uri):
+        return normalize_bucket_uri(uri)
     return uri
 
 
@@ -78,7 +82,18 @@ def display_name(uri: str) -> str:
 
 
 def is_remote(src: str) -> bool:
+    """Not on this machine's file system: a Hadoop file system or a bucket."""
     return "://" in src and src.split("://", 1)[0].lower() in REMOTE_SCHEMES
+
+
+def is_bucket(src: str) -> bool:
+    """An object-store URI this process reads itself (s3://, s3a://, gs://), with any engine."""
+    return is_bucket_uri(os.fspath(src))
+
+
+def is_hadoop_only(src: str) -> bool:
+    """A remote URI only Hadoop's file systems read (hdfs://, abfs://, ...): the Spark engine's."""
+    return is_remote(src) and not is_bucket(src)
 
 
 @dataclass
@@ -89,23 +104,27 @@ class ListingReport:
     unreadable: list[tuple[str, Reason, str]] | None = None  # (uri, reason, message): entries not even stat'ed
 
 
-def list_images(src: str | os.PathLike[str], report: ListingReport | None = None) -> Iterator[FileRecord]:
-    """Candidate images under a local file or folder, sorted, recursive, symlinked dirs not followed (no loops),
-    hidden (dot) files and folders skipped.
+def list_images(src: str | os.PathLike[str], report: ListingReport | None = None,
+                buckets: BucketConfig | None = None) -> Iterator[FileRecord]:
+    """Candidate images under a local file or folder (or a bucket prefix), sorted, recursive, symlinked dirs not
+    followed (no loops), hidden (dot) files and folders skipped.
 
     A file is a candidate when its extension is an image extension or its first bytes are an image signature. Candidates
     that then fail to decode are recorded as failures by the engine; other files (README.txt, .DS_Store) are skipped.
     """
     src_str = os.fspath(src)
-    if is_remote(src_str):
-        raise SourceError(
-            f"{src_str}: the local engine reads local folders only; use --engine spark for {src_str.split('://')[0]}:// sources"
-        )
-    src_str = local_path(src_str)
-    root = Path(src_str)
     report = report if report is not None else ListingReport()
     if report.unreadable is None:
         report.unreadable = []
+    if is_bucket(src_str):
+        yield from _list_bucket(src_str, report, buckets or BucketConfig())
+        return
+    if is_remote(src_str):
+        raise SourceError(
+            f"{src_str}: only Hadoop reads {src_str.split('://')[0]}:// sources: use --engine spark"
+        )
+    src_str = local_path(src_str)
+    root = Path(src_str)
     if not root.exists():
         raise SourceError(f"source not found: {root}")
     if root.is_file():
@@ -129,6 +148,23 @@ def list_images(src: str | os.PathLike[str], report: ListingReport | None = None
         report.candidates += 1
         uri = path_to_uri(path)
         yield FileRecord(uri=uri, id=image_id(uri), size=st.st_size, mtime=mtime_of(st))
+
+
+def _list_bucket(src: str, report: ListingReport, buckets: BucketConfig) -> Iterator[FileRecord]:
+    """Objects under a bucket prefix, by the same candidate rule (a name without an image extension costs one
+    16-byte ranged read to sniff; an object that cannot even be sniffed is left out, as an unreadable local file is)."""
+    for obj in list_objects(src, buckets):
+        name = display_name(obj.uri)
+        if not looks_like_image(name):
+            try:
+                head = read_object(obj.uri, buckets, head=SNIFF_BYTES)
+            except OSError:
+                head = b""
+            if not looks_like_image("", head):
+                report.skipped_non_images += 1
+                continue
+        report.candidates += 1
+        yield FileRecord(uri=obj.uri, id=image_id(obj.uri), size=obj.size, mtime=obj.mtime)
 
 
 def mtime_of(st: os.stat_result) -> datetime:
@@ -170,8 +206,10 @@ def _is_candidate(path: Path, report: ListingReport) -> bool:
     return looks_like_image("", head)
 
 
-def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
-    """All bytes of a local file URI. Raises OSError (with the OS's reason) if it cannot be read."""
+def read_bytes(uri: str, max_bytes: int | None = None, buckets: BucketConfig | None = None) -> bytes:
+    """All bytes of a local file or bucket object URI. Raises OSError (with the reason) if it cannot be read."""
+    if is_bucket(uri):
+        return read_object(uri, buckets or BucketConfig(), max_bytes)
     path = uri_to_path(uri)
     with open(path, "rb") as fh:
         if max_bytes is None:

@@ -27,7 +27,7 @@ from imgsearch.layout import embeddings_dir_for
 from imgsearch.store import open_store
 
 
-def _index_cmd(src: Path, db: Path, engine: str, extra: list[str]) -> list[str]:
+def _index_cmd(src: str | Path, db: Path, engine: str, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "imgsearch", "index", str(src), "--db", str(db), "--engine", engine, *extra]
 
 
@@ -37,7 +37,7 @@ def logged_rows(log: Path) -> int:
     return sum(int(line.split()[2]) for line in log.read_text().splitlines() if line.startswith("batch "))
 
 
-def kill_cycles(src: Path, work: Path, *, total: int, kills: int, seed: int, engine: str = "local",
+def kill_cycles(src: str | Path, work: Path, *, total: int, kills: int, seed: int, engine: str = "local",
                 extra: list[str] | None = None, env: dict[str, str] | None = None, model: str = "efficientnet_lite0",
                 startup: tuple[float, float] = (0.2, 3.0), max_attempts: int | None = None) -> dict:
     """Run `index` with SIGKILLs until `kills` runs were killed, then once more to completion; compare with a clean

@@ -18,7 +18,8 @@ from imgsearch import dataset as dset
 from imgsearch.config import Settings
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing
 from imgsearch.reduce import Moments
-from imgsearch.sources import FileRecord, ListingReport, list_images, local_path, path_to_uri
+from imgsearch.buckets import BucketConfig
+from imgsearch.sources import FileRecord, ListingReport, is_bucket, list_images, local_path, normalize_uri, path_to_uri
 
 DATASET_COLUMNS = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime")
 
@@ -35,13 +36,14 @@ class EngineOptions:
     conf: dict[str, str] = field(default_factory=dict)
 
 
-def list_local(src: str) -> Listing:
-    """A local folder's candidate images, as every engine lists one: the walk records entries it could not stat and
-    folders it could not list (nothing under those is ever removed), and sees names Hadoop would hide."""
+def list_local(src: str, buckets: BucketConfig | None = None) -> Listing:
+    """A local folder's (or a bucket prefix's) candidate images, as every engine lists them: the walk records entries
+    it could not stat and folders it could not list (nothing under those is ever removed), and sees names Hadoop
+    would hide."""
     report = ListingReport()
-    records = list(list_images(src, report))
-    return Listing.from_unreadable(records, path_to_uri(local_path(src)), report.unreadable or [],
-                                   report.skipped_non_images)
+    records = list(list_images(src, report, buckets))
+    root = normalize_uri(src) if is_bucket(src) else path_to_uri(local_path(src))
+    return Listing.from_unreadable(records, root, report.unreadable or [], report.skipped_non_images)
 
 
 class Engine(ABC):

@@ -1,10 +1,12 @@
 """Single-machine engine: list files, decode in a thread pool (Pillow releases the GIL), embed in batches, write Parquet.
 
-Decoding runs ahead of inference in a bounded window, so memory stays flat whatever the collection size.
+Decoding runs ahead of inference in a bounded window, so memory stays flat whatever the collection size. Objects in a
+bucket are read by a wider pool of I/O threads ahead of the decoders, so the bucket's latency hides behind the model.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -17,13 +19,13 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 
 from imgsearch import dataset as dset
-from imgsearch.core import Outcome, decode_record, embed_outcomes, worker_log
+from imgsearch.core import Outcome, decode_record, embed_outcomes, read_record, worker_log
 from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
 from imgsearch.errors import SourceError
-from imgsearch.jobs import EmbedJob, EmbedReport, Listing
+from imgsearch.jobs import EmbedJob, EmbedReport, Listing, buckets_of
 from imgsearch.models import Embedder
 from imgsearch.progress import progress
-from imgsearch.sources import (FileRecord, is_remote, local_path, read_bytes)
+from imgsearch.sources import FileRecord, is_bucket, is_hadoop_only, is_remote, local_path, read_bytes
 
 
 class LocalEngine(Engine):
@@ -33,15 +35,17 @@ class LocalEngine(Engine):
     name = "local"
 
     def can_read(self, uri: str) -> bool:
-        return not is_remote(uri)
+        return not is_hadoop_only(uri)
 
     def _require_local(self, uri: str) -> None:
         if is_remote(uri):
-            raise SourceError(f"{uri}: the local engine reads local folders only; use --engine spark")
+            raise SourceError(f"{uri}: the local engine keeps datasets on local disk; use --engine spark for "
+                              f"{uri.split('://')[0]}://")
 
     def list(self, src: str) -> Listing:
-        self._require_local(src)
-        return list_local(src)
+        if is_hadoop_only(src):
+            raise SourceError(f"{src}: only Hadoop reads {src.split('://')[0]}:// sources: use --engine spark")
+        return list_local(src, buckets_of(self.settings))
 
     def embed(self, src: str, records: Sequence[FileRecord], out: str, job: EmbedJob, *,
               mode: str = "append") -> EmbedReport:
@@ -86,21 +90,44 @@ def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], em
 
 def _decoded_batches(records: list[FileRecord], embedder: Embedder, workers: int,
                      job: EmbedJob) -> Iterable[list[Outcome]]:
-    """Yield lists of `batch_size` outcomes in source order while the pool decodes up to 4 batches ahead."""
+    """Yield lists of `batch_size` outcomes in source order while the pool decodes up to 4 batches ahead (objects
+    in a bucket: read by `job.io_threads` threads ahead of the decoders)."""
     batch_size = job.batch_size
-    window = max(batch_size * 4, workers * 2)
+    remote = any(is_bucket(r.uri) for r in records)
+    window = max(batch_size * 4, workers * 2, job.io_threads * 2 if remote else 0)
     prep = embedder.prep
+    read = functools.partial(read_bytes, buckets=job.buckets)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgsearch-decode",
-                            initializer=lower_priority) as pool:
+                            initializer=lower_priority) as pool, \
+            ThreadPoolExecutor(max_workers=job.io_threads if remote else 1, thread_name_prefix="imgsearch-io") as io:
         queue: deque[Future[Outcome]] = deque()
         it = iter(records)
+
+        def submit(rec: FileRecord) -> Future[Outcome]:
+            if not is_bucket(rec.uri):  # a local read is short: the decode thread does it
+                return pool.submit(decode_record, rec, read, prep, job.max_pixels, job.max_file_bytes)
+            done: Future[Outcome] = Future()
+
+            def pass_on(f: Future) -> None:
+                if f.exception() is not None:
+                    done.set_exception(f.exception())  # a bug, not a bad file: it surfaces in the consumer
+                else:
+                    done.set_result(f.result())
+
+            def decode_when_read(got: Future) -> None:
+                if got.exception() is not None:
+                    return pass_on(got)
+                pool.submit(decode_record, rec, got.result(), prep, job.max_pixels).add_done_callback(pass_on)
+
+            io.submit(read_record, rec, read, job.max_file_bytes).add_done_callback(decode_when_read)
+            return done
 
         def fill() -> None:
             while len(queue) < window:
                 rec = next(it, None)
                 if rec is None:
                     return
-                queue.append(pool.submit(decode_record, rec, read_bytes, prep, job.max_pixels, job.max_file_bytes))
+                queue.append(submit(rec))
 
         fill()
         batch: list[Outcome] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from imgsearch import __version__
 from imgsearch.config import Settings, get_settings
 from imgsearch.server.metrics import Metrics
-from imgsearch.service import BadImage, NotAnImage, SearchOutcome, SearchService, valid_id
+from imgsearch.service import BadImage, NotAnImage, SearchOutcome, SearchService, SourceUnavailable, valid_id
 from imgsearch.sources import display_name
 
 STATIC = Path(__file__).parent / "static"
@@ -160,15 +161,27 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
 
     @app.get("/api/images/{image_id}", dependencies=[Read])
     async def image(image_id: str):
-        """The original file of an indexed image (looked up by id; clients never name a path)."""
-        path = await run_in_threadpool(svc().local_file, image_id) if valid_id(image_id) else None
-        if path is None:
+        """The original of an indexed image (looked up by id; clients never name a path): a local file, or the
+        object streamed from its bucket."""
+        try:
+            got = await run_in_threadpool(svc().original, image_id) if valid_id(image_id) else None
+        except SourceUnavailable as exc:
+            raise HTTPException(502, f"the image's storage failed: {exc}") from None
+        if got is None:
             raise HTTPException(404, "no indexed image with this id, or its file is gone")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+        headers = {"Cache-Control": "private, max-age=3600"}
+        if got.path is not None:
+            return FileResponse(got.path, headers=headers)
+        media = mimetypes.guess_type(got.name)[0] or "application/octet-stream"
+        return StreamingResponse(iterate_in_threadpool(got.chunks()), media_type=media,
+                                 headers={**headers, "Content-Length": str(got.stream.size())})
 
     @app.get("/api/images/{image_id}/thumbnail", dependencies=[Read])
     async def thumbnail(image_id: str):
-        path = await run_in_threadpool(svc().thumbnail, image_id) if valid_id(image_id) else None
+        try:
+            path = await run_in_threadpool(svc().thumbnail, image_id) if valid_id(image_id) else None
+        except SourceUnavailable as exc:
+            raise HTTPException(502, f"the image's storage failed: {exc}") from None
         if path is None:
             raise HTTPException(404, "no indexed image with this id, or it cannot be shown")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
