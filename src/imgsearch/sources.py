@@ -91,6 +91,12 @@ def is_bucket(src: str) -> bool:
     return is_bucket_uri(os.fspath(src))
 
 
+def read_by_workers(src: str) -> bool:
+    """A bucket URI the Spark engine lists on the driver and reads in its Python workers (s3://, gs://); Hadoop's
+    own spellings (s3a://, s3n://) are left to Hadoop's connector, with the cluster's fs.s3a.* configuration."""
+    return is_bucket(src) and os.fspath(src).split("://", 1)[0].lower() not in ("s3a", "s3n")
+
+
 def is_hadoop_only(src: str) -> bool:
     """A remote URI only Hadoop's file systems read (hdfs://, abfs://, ...): the Spark engine's."""
     return is_remote(src) and not is_bucket(src)

@@ -203,3 +203,38 @@ def test_kill9_during_a_bucket_run_then_rerun_equals_clean_run(s3, bucket, photo
     assert r["milvus_unique_ids"] == total and r["dataset_rows"] == r["dataset_unique_ids"] == total
     assert r["min_cosine_vs_clean"] > 0.999
     assert any(c["killed"] and c["rows_committed"] > 0 for c in r["cycles"])
+
+
+def test_spark_reads_a_bucket_without_a_hadoop_connector(s3, bucket, tmp_path):
+    """s3:// under the Spark engine: the driver lists, the Python workers read the objects; the same ids, vectors
+    and failures as the local engine. s3a:// without the connector fails with the --packages line to use."""
+    pytest.importorskip("pyspark")
+    from imgsearch.engines import EngineOptions
+
+    s = settings(s3_endpoint=s3.endpoint)
+
+    def rows(engine: str) -> dict[str, tuple]:
+        out = tmp_path / f"{engine}.parquet"
+        rep = pipeline.embed(f"s3://{BUCKET}/hostile", str(out), "efficientnet_lite0", s, engine=engine,
+                             options=EngineOptions(master="local[2]"))
+        rep2 = pipeline.embed(f"s3://{BUCKET}/photos", str(out), "efficientnet_lite0", s, engine=engine,
+                              options=EngineOptions(master="local[2]"))
+        assert rep.failed == 3 and rep2.embedded >= 11, (rep, rep2)
+        got = {}
+        table = dset.read_rows(dset.part_files(out), columns=["id", "path", "vector", "error"])
+        for i, path, vec, err in zip(table["id"], table["path"], table["vector"], table["error"]):
+            got[i] = (path, None if vec is None else np.asarray(vec, np.float32), err)
+        return got
+
+    local, spark = rows("local"), rows("spark")
+    assert local.keys() == spark.keys()
+    for i, (path, vec, err) in local.items():
+        assert spark[i][0] == path and (spark[i][2] is None) == (err is None), path
+        if vec is not None:
+            assert float(vec @ spark[i][1]) > 0.9999, path
+
+    from imgsearch.errors import ImgSearchError
+
+    with pytest.raises(ImgSearchError, match="hadoop-aws"):
+        pipeline.embed(f"s3a://{BUCKET}/photos", str(tmp_path / "s3a.parquet"), "efficientnet_lite0", s,
+                       engine="spark", options=EngineOptions(master="local[2]"), overwrite=True)

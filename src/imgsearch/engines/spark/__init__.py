@@ -13,9 +13,9 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 
 from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
-from imgsearch.jobs import EmbedJob, EmbedReport, Listing
+from imgsearch.jobs import EmbedJob, EmbedReport, Listing, buckets_of
 from imgsearch.reduce import Moments
-from imgsearch.sources import FileRecord, is_remote, looks_like_image, normalize_uri
+from imgsearch.sources import FileRecord, read_by_workers, is_remote, looks_like_image, normalize_uri
 
 from imgsearch.engines.spark import embed as _embed
 from imgsearch.engines.spark import io, moments, session
@@ -52,6 +52,8 @@ class SparkEngine(Engine):
     def list(self, src: str) -> Listing:
         if not is_remote(src):  # a local folder: the same walk as the local engine (it sees '_' names, which
             return list_local(src)  # Spark skips: they get failure rows saying so instead of vanishing)
+        if read_by_workers(src):  # s3:// (and gs://): listed here, objects read by the Python workers
+            return list_local(src, buckets_of(self.settings))
         files = io.list_files(self.session(), src)
         records = [r for r in files if looks_like_image(r.uri.rsplit("/", 1)[-1])]
         return Listing(records=records, root=normalize_uri(src).rstrip("/"),

@@ -15,9 +15,10 @@ from imgsearch import dataset as dset
 from imgsearch.errors import DatasetError, ImgSearchError
 from imgsearch.jobs import EmbedJob, EmbedReport
 from imgsearch.models import get_spec
-from imgsearch.sources import FileRecord, local_path
+from imgsearch.sources import FileRecord, read_by_workers, local_path
 
-from imgsearch.engines.spark.io import spark_ddl, too_large_rows, unread_rows, why_unread
+from imgsearch.engines.base import list_local
+from imgsearch.engines.spark.io import bucket_frame, hadoop_hint, spark_ddl, too_large_rows, unread_rows, why_unread
 from imgsearch.engines.spark.session import as_uri, first_line
 from imgsearch.engines.spark.worker import only
 
@@ -45,11 +46,16 @@ def embed_files(spark, src: str, records: Sequence[FileRecord] | None, out: str,
     # A file deleted or unreadable after listing must not fail the job: it is skipped here and recorded below.
     spark.conf.set("spark.sql.files.ignoreMissingFiles", "true")
     spark.conf.set("spark.sql.files.ignoreCorruptFiles", "true")
-    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-    try:
-        files = reader.load(src_uri)
-    except Exception as exc:
-        raise ImgSearchError(f"cannot list {src}: {first_line(exc)}") from None
+    if read_by_workers(src):  # listed by the driver, read by the Python workers (no Hadoop S3 connector needed)
+        if records is None:
+            records = list_local(src, job.buckets).records
+        files = bucket_frame(spark, records, partitions)
+    else:
+        reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+        try:
+            files = reader.load(src_uri)
+        except Exception as exc:
+            raise ImgSearchError(f"cannot list {src}: {hadoop_hint(src, exc)}") from None
     wanted = None
     if records is not None:
         wanted = frozenset(r.id for r in records)

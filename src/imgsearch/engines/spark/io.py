@@ -48,13 +48,52 @@ def file_records(batch: pa.RecordBatch) -> Iterator[tuple[int, FileRecord]]:
         yield i, FileRecord(uri=uri, id=image_id(uri), size=lengths[i], mtime=mtime)
 
 
+S3A_PACKAGES = "org.apache.hadoop:hadoop-aws:{hadoop}"
+
+
+def hadoop_hint(src: str, exc: BaseException) -> str:
+    """The first line of a listing error; Hadoop's 'No FileSystem for scheme' made actionable: the connector a
+    cluster needs for s3a:// (pyspark's jars have no S3A connector)."""
+    message = first_line(exc)
+    text = str(exc)
+    missing = "No FileSystem for scheme" in text or "S3AFileSystem not found" in text
+    if missing and src.lower().startswith(("s3a:", "s3n:")):
+        return (f"no Hadoop file system for {src.split(':')[0]}://. Spark needs the S3A connector: "
+                f"spark-submit --packages {S3A_PACKAGES.format(hadoop=hadoop_version())} (or write s3:// to let "
+                "imgsearch's workers read the objects themselves)")
+    return message
+
+
+def hadoop_version() -> str:
+    try:
+        import pyspark
+
+        jars = Path(pyspark.__file__).parent / "jars"
+        [api] = [p.name for p in jars.glob("hadoop-client-api-*.jar")]
+        return api[len("hadoop-client-api-"):-len(".jar")]
+    except (ValueError, ImportError, OSError):
+        return "<your Hadoop version>"
+
+
+def bucket_frame(spark, records: Sequence[FileRecord], partitions: int | None):
+    """binaryFile-shaped rows (path, modificationTime, length, content=null) for objects the driver listed: the
+    workers read each object themselves, so no Hadoop connector is needed."""
+    table = pa.table({"path": pa.array([r.uri for r in records], pa.string()),
+                      "modificationTime": pa.array([r.mtime for r in records], pa.timestamp("us", tz="UTC")),
+                      "length": pa.array([r.size for r in records], pa.int64()),
+                      "content": pa.nulls(len(records), pa.binary())})
+    frame = spark.createDataFrame(table.to_pandas(),
+                                  schema="path string, modificationTime timestamp, length long, content binary")
+    return frame.repartition(partitions or max(1, spark.sparkContext.defaultParallelism * 2))
+
+
 def list_files(spark, src: str) -> list[FileRecord]:
     """Every file under a Hadoop URI with its size and mtime (Spark lists; file contents are not read)."""
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
     try:
         listing = reader.load(as_uri(src)).select("path", "length", "modificationTime").toArrow()
     except Exception as exc:
-        raise ImgSearchError(f"cannot list {src}: {first_line(exc)}") from None
+        raise ImgSearchError(f"cannot list {src}: {hadoop_hint(src, exc)}") from None
     return [rec for batch in listing.to_batches() for _, rec in file_records(batch)]
 
 

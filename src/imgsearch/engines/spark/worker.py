@@ -3,6 +3,7 @@ binaryFile rows through the shared core (imgsearch.core)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -11,11 +12,11 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from imgsearch.core import decode_record, embed_outcomes, worker_log
+from imgsearch.core import decode_record, embed_outcomes, read_record, worker_log
 from imgsearch.imaging import SNIFF_BYTES
 from imgsearch.jobs import EmbedJob
 from imgsearch.models import Embedder
-from imgsearch.sources import looks_like_image
+from imgsearch.sources import is_bucket, looks_like_image, read_bytes
 
 from imgsearch.engines.spark.io import file_records
 
@@ -59,8 +60,16 @@ def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: EmbedJob) -> Ite
     prep, max_pixels = emb.prep, job.max_pixels
     inflight: Future | None = None
 
+    read = functools.partial(read_bytes, buckets=job.buckets)
+
     def decode_all(chunk):
         t0 = time.perf_counter()
+        unread = [i for i, (rec, data) in enumerate(chunk) if data is None]  # bucket objects: read here, together
+        if unread:
+            with ThreadPoolExecutor(max_workers=min(job.io_threads, len(unread))) as io:
+                got = io.map(lambda i: read_record(chunk[i][0], read, job.max_file_bytes), unread)
+                for i, data in zip(unread, got):
+                    chunk[i] = (chunk[i][0], data)
         outs = [decode_record(rec, data, prep, max_pixels) for rec, data in chunk]
         return outs, time.perf_counter() - t0
 
@@ -86,8 +95,11 @@ def embed_arrow_batches(batches: Iterator[pa.RecordBatch], job: EmbedJob) -> Ite
         for batch in batches:
             contents = batch.column("content")
             for i, rec in file_records(batch):
-                data = contents[i].as_py() or b""
-                if looks_like_image(rec.uri.rsplit("/", 1)[-1], data[:SNIFF_BYTES]):
+                data = contents[i].as_py()
+                if data is None and is_bucket(rec.uri):  # listed by the driver (candidates already), read in decode_all
+                    chunk.append((rec, None))
+                elif looks_like_image(rec.uri.rsplit("/", 1)[-1], (data or b"")[:SNIFF_BYTES]):
+                    data = data or b""
                     chunk.append((rec, data))
                 if len(chunk) >= job.batch_size:
                     yield from step(chunk)
