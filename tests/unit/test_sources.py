@@ -51,3 +51,44 @@ def test_missing_source_is_clear(tmp_path):
         list(list_images(tmp_path / "nope"))
     with pytest.raises(SourceError, match="engine spark"):
         list(list_images("hdfs://namenode/images"))
+
+
+def test_bucket_uri_rule():
+    from imgsearch.buckets import normalize_bucket_uri, split_bucket_uri
+
+    one = "s3://b/dir/%C3%A9t%C3%A9%201.jpg"
+    for spelling in ("s3://b/dir/été 1.jpg", "s3a://b/dir/été 1.jpg", "S3N://b/dir/%C3%A9t%C3%A9%201.jpg", one):
+        assert normalize_bucket_uri(spelling) == one == normalize_uri(spelling)
+    assert split_bucket_uri(one) == ("s3", "b/dir/été 1.jpg")
+    assert normalize_bucket_uri("gcs://b/x y.png") == "gs://b/x%20y.png"
+    with pytest.raises(SourceError):
+        normalize_bucket_uri("s3:///no-bucket.jpg")
+
+
+def test_bucket_errors_map_to_local_kinds(monkeypatch):
+    """A denied object is a PermissionError (-> a 'permission' failure row), a gone one FileNotFoundError; other
+    errors keep the server's reason. (moto's server does not enforce access rules, so denial is simulated here.)"""
+    from imgsearch import buckets, core
+    from imgsearch.failures import Reason
+    from imgsearch.sources import FileRecord, read_bytes
+
+    errors = {"denied": OSError("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED "
+                                "during HeadObject operation: No response body."),
+              "gone": FileNotFoundError(2, "Path does not exist 'b/k'"),
+              "flaky": OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7")}
+
+    class FakeFS:
+        def open_input_file(self, path):
+            raise errors[path.split("/")[-1]]
+
+    monkeypatch.setattr(buckets, "filesystem", lambda scheme, config: FakeFS())
+    with pytest.raises(PermissionError):
+        read_bytes("s3://b/denied")
+    with pytest.raises(FileNotFoundError):
+        read_bytes("s3://b/gone")
+    with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+        read_bytes("s3://b/flaky")
+    rows = {k: core.read_record(FileRecord(f"s3://b/{k}", k, 10, None), read_bytes) for k in errors}
+    assert rows["denied"].error == Reason.PERMISSION.message()
+    assert rows["gone"].error == Reason.DISAPPEARED.message()
+    assert "NETWORK_CONNECTION" in rows["flaky"].error
