@@ -25,8 +25,11 @@ BUCKET = "imgsearch-bench"
 def upload(endpoint: str, src: Path) -> int:
     from pyarrow import fs as pafs
 
+    from imgsearch.s3_standalone import CREDENTIALS
+
     s3 = pafs.S3FileSystem(endpoint_override=endpoint.split("://")[1], scheme="http", region="us-east-1",
-                           allow_bucket_creation=True)
+                           access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                           secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], allow_bucket_creation=True)
     s3.create_dir(BUCKET)
     files = sorted(p for p in src.rglob("*") if p.is_file())
     for p in files:
@@ -42,9 +45,9 @@ def timed_embed(src: str, out: Path, env: dict) -> tuple[float, str]:
     res = subprocess.run([sys.executable, "-m", "imgsearch", "embed", src, "--out", str(out)], capture_output=True,
                          text=True, env=env)
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
+    if res.returncode != 0 or "failed" in res.stderr:
         raise RuntimeError(f"embed {src} failed: {res.stderr[-2000:]}")
-    return wall, res.stderr.strip().splitlines()[-1]
+    return wall, next(line for line in res.stderr.splitlines() if line.startswith("embedded"))
 
 
 def run(quick: bool = False) -> dict:

@@ -220,9 +220,9 @@ def real_corpus_index(quick: bool, work: Path) -> tuple[dict, Path]:
     RSS against a subset's is kept too."""
     from bench.corpus import FLICKR30K, build
 
-    target = 300 if quick else FLICKR30K
+    target = 160 if quick else FLICKR30K
     src_cache = CACHE / f"corpus-{target}"
-    build(src_cache, target=target, limit_per_source=40 if quick else None)
+    build(src_cache, target=target, limit_per_source=20 if quick else None)
     src = work / "corpus"
     shutil.copytree(src_cache, src, copy_function=os.link)
     flat = rss_flatness(src, work)
@@ -236,20 +236,20 @@ def real_corpus_index(quick: bool, work: Path) -> tuple[dict, Path]:
 def corpus_part(quick: bool, work: Path) -> tuple[dict, Path]:
     from bench.corpus import FLICKR30K, build
 
-    target = 300 if quick else FLICKR30K
+    target = 160 if quick else FLICKR30K
     master = "local[2]" if quick else "local-cluster[2,1,3072]"  # quick: no cluster start-up
     src_cache = CACHE / f"corpus-{target}"
-    composition = build(src_cache, target=target, limit_per_source=40 if quick else None)
+    composition = build(src_cache, target=target, limit_per_source=20 if quick else None)
     log(f"scale: corpus {composition['total']}")
     src = work / "corpus"
     shutil.copytree(src_cache, src, copy_function=os.link)  # links: the churn below replaces, never edits, files
-    fwd_before = forward_rate(src, 128 if quick else 512)
+    fwd_before = forward_rate(src, 64 if quick else 512)
     flat = rss_flatness(src, work)
     local = index_run(src, work, "local")
     flat["full"] = {"images": local["images"], "peak_rss_mib_driver": local["peak_rss_mib_by_process_kind"]["driver"]}
     flat["full_over_subset"] = round(flat["full"]["peak_rss_mib_driver"] / flat["subset"]["peak_rss_mib_driver"], 3)
     log(f"scale: local engine {local['images']} images in {local['wall_s']} s ({local['img_per_s']} img/s)")
-    fwd_after = forward_rate(src, 128 if quick else 512)
+    fwd_after = forward_rate(src, 64 if quick else 512)
     forward = (fwd_before + fwd_after) / 2
     local["over_forward_ratio"] = round(local["img_per_s"] / forward, 3)
     figures: dict = {"corpus": composition, "forward_img_per_s": round(forward, 1),
@@ -261,7 +261,7 @@ def corpus_part(quick: bool, work: Path) -> tuple[dict, Path]:
                              "share_of_first_run": round(rerun["wall_s"] / local["wall_s"], 4),
                              "peak_rss_mib_all_processes": rerun["peak_rss_mib_all_processes"]}
     log(f"scale: 1% rerun {rerun['wall_s']} s = {figures['rerun_1pct']['share_of_first_run']:.1%} of the first run")
-    figures["serve"] = serve_load(local["db"], 8 if quick else 60)
+    figures["serve"] = serve_load(local["db"], 4 if quick else 60)
     spark = index_run(src, work, "spark", master)
     spark["over_local_ratio"] = round(spark["wall_s"] / local["wall_s"], 3)
     figures["spark"] = spark
@@ -394,7 +394,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     from imgsearch.store import open_store
     from imgsearch.vectors import take_rows, top_k_streamed
 
-    n = 10_000 if quick else 1_000_000
+    n = 5_000 if quick else 1_000_000
     s = get_settings()
     full = work / "synthetic-1280"
     made = synthesize(real, n, full)
@@ -422,7 +422,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
 
     q256, truth256 = queries_and_truth(reduced, red.reducer.k)
     checkpoint(figures)
-    seconds = 2 if quick else 15
+    seconds = 1 if quick else 15
     lite = work / "lite-256.db"
     figures["lite_pca256"] = {**timed_load(reduced, str(lite), s), "disk_mib": du_mib(lite)}
     nprobes, efs = ((16,), (64,)) if quick else ((16, 64, 256, 1024), (16, 32, 64, 128, 256))

@@ -66,6 +66,12 @@ def scale_rows(sec: dict) -> list[str]:
         if r:
             out.append(f"| rerun after {r['changed']} changed + {r['deleted']} deleted (`--sync`) | | {r['wall_s']:.1f} "
                        f"| | | {r['peak_rss_mib_all_processes']:,} | | ({r['share_of_first_run']:.1%} of the first run) |")
+        fl = c.get("rss_flatness")
+        if fl:
+            out += ["", f"Peak RSS of `imgsearch index` (driver process) against collection size, one run: "
+                    f"{fl['subset']['images']:,} images (every 8th file) {fl['subset']['peak_rss_mib_driver']:,} MiB, "
+                    f"all {fl['full']['images']:,} images {fl['full']['peak_rss_mib_driver']:,} MiB "
+                    f"(× {fl['full_over_subset']} for × {fl['full']['images'] / fl['subset']['images']:.0f} images)."]
         sv = c.get("serve")
         if sv:
             one, many = sv["one_client"], sv["16_clients"]
@@ -87,6 +93,14 @@ def scale_rows(sec: dict) -> list[str]:
                 out.append(f"| {label} | {r['index']} {r['index_params'] or ''} | {params} | "
                            f"{st['load_vectors_per_s']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                            f"{r['qps_16_clients']:.0f} | {r['recall_at_10']:.3f} |")
+        for key, label in (("lite_pca256", "Milvus Lite"), ("server_hnsw_pca256", "milvus-server")):
+            st = m.get(key)
+            if st:
+                built = (f", index built {st['index_build_after_load_s']:.0f} s after the load"
+                         if st.get("index_build_after_load_s") else "")
+                out.append(f"{label} load of {st['vectors']:,} × {st['dim']}: {st['load_s']:.0f} s "
+                           f"({st['load_vectors_per_s']:,} vectors/s){built}; peak RSS {st['peak_rss_mib_this_process_and_children']:,} "
+                           f"MiB (client + embedded server), {st['disk_mib']:,.0f} MiB on disk.")
         d = m.get("duplicates_1280")
         if d:
             out += ["", f"`duplicates` (ANN) over the {m['vectors']:,} × 1280 vectors: {d['wall_s']:.0f} s, "
@@ -199,6 +213,13 @@ def render() -> str:
         out.append("")
     if "scale" in secs:
         out += scale_rows(secs["scale"])
+    if "buckets" in secs:
+        sec = secs["buckets"]
+        out += [f"Indexing from a bucket ({when(sec)}): `imgsearch embed` of {sec['images']} web-size JPEGs from "
+                f"local disk and from an S3 server on loopback ({sec['server']}), alternated, best of "
+                f"{sec['rounds']}: local {sec['local_img_per_s']} img/s, bucket {sec['bucket_img_per_s']} img/s "
+                f"(**{sec['bucket_over_local_rate']:.2f} ×**; the server's own CPU is taken from this machine's 2 "
+                f"cores); {sec['requests_per_image']} requests per image ({sec['requests_one_run']}).", ""]
     return "\n".join(out)
 
 

@@ -209,16 +209,17 @@ def test_spark_reads_a_bucket_without_a_hadoop_connector(s3, bucket, tmp_path):
     """s3:// under the Spark engine: the driver lists, the Python workers read the objects; the same ids, vectors
     and failures as the local engine. s3a:// without the connector fails with the --packages line to use."""
     pytest.importorskip("pyspark")
-    from imgsearch.engines import EngineOptions
+    from imgsearch.engines import EngineOptions, create_engine
+    from imgsearch.jobs import EmbedJob
 
     s = settings(s3_endpoint=s3.endpoint)
 
     def rows(engine: str) -> dict[str, tuple]:
         out = tmp_path / f"{engine}.parquet"
-        rep = pipeline.embed(f"s3://{BUCKET}/hostile", str(out), "efficientnet_lite0", s, engine=engine,
-                             options=EngineOptions(master="local[2]"))
-        rep2 = pipeline.embed(f"s3://{BUCKET}/photos", str(out), "efficientnet_lite0", s, engine=engine,
-                              options=EngineOptions(master="local[2]"))
+        job = EmbedJob.from_settings(s, "efficientnet_lite0")
+        with create_engine(engine, s, EngineOptions(master="local[2]")) as eng:  # one Spark session for both
+            rep = pipeline.embed_with(eng, f"s3://{BUCKET}/hostile", str(out), job)
+            rep2 = pipeline.embed_with(eng, f"s3://{BUCKET}/photos", str(out), job)
         assert rep.failed == 3 and rep2.embedded >= 11, (rep, rep2)
         got = {}
         table = dset.read_rows(dset.part_files(out), columns=["id", "path", "vector", "error"])
