@@ -61,13 +61,14 @@ def run(quick: bool = False) -> dict:
         with s3_standalone(tmp / "moto") as server:
             env = {**os.environ, **CREDENTIALS, "IMGSEARCH_S3_ENDPOINT": server.endpoint}
             objects = upload(server.endpoint, src)
-            local_s, bucket_s = [], []
+            local_s, bucket_s, server_cpu = [], [], []
             for r in range(rounds):  # alternated, so drift on this noisy machine hits both alike
                 wall, line = timed_embed(str(src), tmp / "local", env)
                 local_s.append(wall)
                 log(f"buckets: local disk {wall:.1f} s ({line})")
-                start = server.requests()
+                start, cpu0 = server.requests(), server.cpu_seconds()
                 wall, line = timed_embed(f"s3://{BUCKET}", tmp / "bucket", env)
+                server_cpu.append(server.cpu_seconds() - cpu0)
                 bucket_s.append(wall)
                 log(f"buckets: s3:// loopback {wall:.1f} s ({line})")
                 end = server.requests()
@@ -79,6 +80,9 @@ def run(quick: bool = False) -> dict:
                "local_img_per_s": round(n / best_local, 1), "bucket_img_per_s": round(n / best_bucket, 1),
                "bucket_over_local_rate": round(best_local / best_bucket, 3), "goal_ratio_min": 0.9,
                "requests_one_run": per_run,
+               "server_cpu_s_per_run": [round(x, 2) for x in server_cpu],
+               "server_cpu_share_of_machine": round(server_cpu[bucket_s.index(best_bucket)]
+                                                    / (best_bucket * (os.cpu_count() or 1)), 3),
                "requests_per_image": round(sum(per_run.values()) / n, 2)}
     log(f"buckets: bucket/local rate {figures['bucket_over_local_rate']}, {figures['requests_per_image']} requests "
         f"per image {per_run}")

@@ -218,8 +218,9 @@ def render() -> str:
         out += [f"Indexing from a bucket ({when(sec)}): `imgsearch embed` of {sec['images']} web-size JPEGs from "
                 f"local disk and from an S3 server on loopback ({sec['server']}), alternated, best of "
                 f"{sec['rounds']}: local {sec['local_img_per_s']} img/s, bucket {sec['bucket_img_per_s']} img/s "
-                f"(**{sec['bucket_over_local_rate']:.2f} ×**; the server's own CPU is taken from this machine's 2 "
-                f"cores); {sec['requests_per_image']} requests per image ({sec['requests_one_run']}).", ""]
+                f"(**{sec['bucket_over_local_rate']:.2f} ×**; the server itself used "
+                f"{sec.get('server_cpu_share_of_machine', float('nan')):.0%} of this machine's CPU during the bucket run); "
+                f"{sec['requests_per_image']} requests per image ({sec['requests_one_run']}).", ""]
     return "\n".join(out)
 
 

@@ -43,6 +43,15 @@ def free_port() -> int:
 class S3Server:
     endpoint: str
     log: Path
+    pid: int = 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system): what it takes from a shared machine."""
+        try:
+            user, system = (int(v) for v in Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+        except (OSError, ValueError):
+            return float("nan")
+        return (user + system) / os.sysconf("SC_CLK_TCK")
 
     def requests(self) -> dict[str, int]:
         """Requests served so far, by HTTP method (from the server's access log)."""
@@ -79,7 +88,7 @@ def s3_standalone(log_dir: Path, port: int = 0, timeout: float = 30) -> Iterator
                 if time.time() > deadline:
                     raise RuntimeError(f"moto_server did not start in {timeout} s: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-        yield S3Server(f"http://127.0.0.1:{port}", log)
+        yield S3Server(f"http://127.0.0.1:{port}", log, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -39,8 +39,8 @@ class LocalEngine(Engine):
 
     def _require_local(self, uri: str) -> None:
         if is_remote(uri):
-            raise SourceError(f"{uri}: the local engine keeps datasets on local disk; use --engine spark for "
-                              f"{uri.split('://')[0]}://")
+            raise SourceError(f"{uri}: the local engine writes the embeddings dataset to a local folder (images may "
+                              "be in a bucket; the dataset not yet); --engine spark writes to Hadoop file systems")
 
     def list(self, src: str) -> Listing:
         if is_hadoop_only(src):
