@@ -202,52 +202,51 @@ def serve_load(db: str, seconds: float, clients: int = 16) -> dict:
     return {"startup_s": round(startup, 1), "one_client": one, f"{clients}_clients": many}
 
 
-def rss_flatness(src: Path, work: Path, share: int = 8) -> dict:
-    """Peak RSS of `index` on every `share`-th file of the corpus: compared with the full run's, it shows whether
-    memory grows with the number of images (it must not: every stage streams)."""
+def index_with_flatness(src: Path, work: Path, share: int = 8) -> tuple[dict, dict]:
+    """`index` of the corpus with the local engine, after one of every `share`-th file: peak RSS of the two runs
+    shows whether memory grows with the number of images (it must not: every stage streams)."""
     sub = work / "corpus-subset"
     files = sorted(f for f in src.rglob("*") if f.is_file())
     for f in files[::share]:
         dst = sub / f.relative_to(src)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.link(f, dst)
-    got = index_run(sub, work / "subset", "local")
-    return {"subset": {"images": got["images"], "peak_rss_mib_driver": got["peak_rss_mib_by_process_kind"]["driver"]}}
+    small = index_run(sub, work / "subset", "local")
+    local = index_run(src, work, "local")
+    flat = {key: {"images": r["images"], "peak_rss_mib_driver": r["peak_rss_mib_by_process_kind"]["driver"],
+                  "wall_s": r["wall_s"], "img_per_s": r["img_per_s"]}
+            for key, r in (("subset", small), ("full", local))}
+    flat["full_over_subset"] = round(flat["full"]["peak_rss_mib_driver"] / flat["subset"]["peak_rss_mib_driver"], 3)
+    return flat, local
+
+
+def corpus_copy(quick: bool, work: Path) -> tuple[dict, Path]:
+    """The benchmark corpus (built once into the cache), hard-linked into `work`: the churn of the 1% rerun
+    replaces files, never edits them, so the cache stays intact."""
+    from bench.corpus import FLICKR30K, build
+
+    target = 160 if quick else FLICKR30K
+    src_cache = CACHE / f"corpus-{target}"
+    composition = build(src_cache, target=target, limit_per_source=20 if quick else None)
+    src = work / "corpus"
+    shutil.copytree(src_cache, src, copy_function=os.link)
+    return composition, src
 
 
 def real_corpus_index(quick: bool, work: Path) -> tuple[dict, Path]:
     """A local index of the corpus for the million part's real vectors when the corpus part's is gone; its peak
     RSS against a subset's is kept too."""
-    from bench.corpus import FLICKR30K, build
-
-    target = 160 if quick else FLICKR30K
-    src_cache = CACHE / f"corpus-{target}"
-    build(src_cache, target=target, limit_per_source=20 if quick else None)
-    src = work / "corpus"
-    shutil.copytree(src_cache, src, copy_function=os.link)
-    flat = rss_flatness(src, work)
-    local = index_run(src, work, "local")
-    flat["full"] = {"images": local["images"], "peak_rss_mib_driver": local["peak_rss_mib_by_process_kind"]["driver"],
-                    "wall_s": local["wall_s"], "img_per_s": local["img_per_s"]}
-    flat["full_over_subset"] = round(flat["full"]["peak_rss_mib_driver"] / flat["subset"]["peak_rss_mib_driver"], 3)
+    _, src = corpus_copy(quick, work)
+    flat, local = index_with_flatness(src, work)
     return flat, Path(local["db"])
 
 
 def corpus_part(quick: bool, work: Path) -> tuple[dict, Path]:
-    from bench.corpus import FLICKR30K, build
-
-    target = 160 if quick else FLICKR30K
     master = "local[2]" if quick else "local-cluster[2,1,3072]"  # quick: no cluster start-up
-    src_cache = CACHE / f"corpus-{target}"
-    composition = build(src_cache, target=target, limit_per_source=20 if quick else None)
+    composition, src = corpus_copy(quick, work)
     log(f"scale: corpus {composition['total']}")
-    src = work / "corpus"
-    shutil.copytree(src_cache, src, copy_function=os.link)  # links: the churn below replaces, never edits, files
     fwd_before = forward_rate(src, 64 if quick else 512)
-    flat = rss_flatness(src, work)
-    local = index_run(src, work, "local")
-    flat["full"] = {"images": local["images"], "peak_rss_mib_driver": local["peak_rss_mib_by_process_kind"]["driver"]}
-    flat["full_over_subset"] = round(flat["full"]["peak_rss_mib_driver"] / flat["subset"]["peak_rss_mib_driver"], 3)
+    flat, local = index_with_flatness(src, work)
     log(f"scale: local engine {local['images']} images in {local['wall_s']} s ({local['img_per_s']} img/s)")
     fwd_after = forward_rate(src, 64 if quick else 512)
     forward = (fwd_before + fwd_after) / 2

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsearch.buckets import first_line, open_object
 from imgsearch.config import Settings, cache_dir_of
 from imgsearch.core import FileRecord, Outcome, embed_outcomes
+from imgsearch.failures import Reason
 from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_image, make_thumbnail, sniff_format
 from imgsearch.layout import data_dir_for
 from imgsearch.models import Embedder, create_model
-from imgsearch.query import QueryEncoder
-from imgsearch.buckets import first_line, open_object
 from imgsearch.jobs import buckets_of
-from imgsearch.sources import display_name, image_id, is_bucket, path_to_uri, read_bytes, uri_to_path
+from imgsearch.query import QueryEncoder
+from imgsearch.sources import display_name, image_id, is_bucket, path_to_uri, uri_to_path
 from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
 ID_CHARS = frozenset("0123456789abcdef")
@@ -48,6 +49,16 @@ class Original:
     name: str
     path: Path | None = None
     stream: object | None = None  # pyarrow NativeFile
+
+    def read_all(self, max_bytes: int) -> bytes:
+        """The whole object (at most `max_bytes`, as indexing reads it); closes the stream."""
+        try:
+            with self.stream as fh:  # type: ignore[union-attr]
+                if fh.size() > max_bytes:
+                    raise SourceUnavailable(f"{self.name}: {Reason.TOO_LARGE.message(limit=max_bytes)}")
+                return fh.read()
+        except OSError as exc:
+            raise SourceUnavailable(f"{self.name}: {first_line(exc)}") from exc
 
     def chunks(self, size: int = 1 << 20):
         try:
@@ -273,14 +284,6 @@ class SearchService:
         rows = self.store.get(info, [image_id_])
         return rows[0] if rows else None
 
-    def local_file(self, image_id_: str) -> Path | None:
-        """The file of an indexed image, if it is a local file that still exists. Never a client-given path."""
-        rec = self.record(image_id_)
-        if rec is None or not rec["path"].startswith("file:"):
-            return None
-        path = Path(uri_to_path(rec["path"]))
-        return path if path.is_file() else None
-
     def original(self, image_id_: str) -> "Original | None":
         """The original of an indexed image, looked up by id (clients never name a path or key): a local file, or
         an open stream of its object in a bucket. None when it is gone; SourceUnavailable when its storage fails."""
@@ -289,8 +292,8 @@ class SearchService:
             return None
         uri = rec["path"]
         if uri.startswith("file:"):
-            path = self.local_file(image_id_)
-            return Original(display_name(uri), path=path) if path is not None else None
+            path = Path(uri_to_path(uri))
+            return Original(display_name(uri), path=path) if path.is_file() else None
         if not is_bucket(uri):
             return None
         try:
@@ -302,21 +305,10 @@ class SearchService:
         return Original(display_name(uri), stream=stream)
 
     def _source_bytes(self, image_id_: str) -> bytes | None:
-        rec = self.record(image_id_)
-        if rec is None:
+        got = self.original(image_id_)
+        if got is None:
             return None
-        uri = rec["path"]
-        if uri.startswith("file:"):
-            path = self.local_file(image_id_)
-            return path.read_bytes() if path is not None else None
-        if not is_bucket(uri):
-            return None
-        try:
-            return read_bytes(uri, self.settings.max_file_bytes, buckets=self.buckets)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise SourceUnavailable(f"{display_name(uri)}: {first_line(exc)}") from exc
+        return got.path.read_bytes() if got.path is not None else got.read_all(self.settings.max_file_bytes)
 
     def thumbnail(self, image_id_: str) -> Path | None:
         """Path of the cached thumbnail JPEG, made on first request (from the local file or the bucket object)."""

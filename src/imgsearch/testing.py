@@ -125,15 +125,17 @@ def _store_state(db: Path, settings: Settings) -> dict:
         return {"ids": list(keys), "count": store.count(info.name)}
 
 
-def _min_cosine(a: Path, b: Path) -> float:
-    def vectors(folder: Path) -> dict[str, np.ndarray]:
-        out = {}
-        for batch in dset.iter_embedded(folder, columns=("id", "vector")):
-            for i, v in zip(batch.column("id").to_pylist(), dset.vectors_of(batch)):
-                out[i] = v
-        return out
+def dataset_vectors(folder: Path, key: str = "id") -> dict[str, np.ndarray]:
+    """Every embedded vector of a dataset folder by its `key` column (id or path): for comparing two runs."""
+    out = {}
+    for batch in dset.iter_embedded(folder, columns=(key, "vector")):
+        for k, v in zip(batch.column(key).to_pylist(), dset.vectors_of(batch)):
+            out[k] = v
+    return out
 
-    va, vb = vectors(a), vectors(b)
+
+def _min_cosine(a: Path, b: Path) -> float:
+    va, vb = dataset_vectors(a), dataset_vectors(b)
     common = sorted(set(va) & set(vb))
     if not common:
         return float("nan")

@@ -113,16 +113,11 @@ def test_index_a_bucket_then_rerun_change_delete(s3, bucket, tmp_path):
     # same bytes on local disk -> the same vectors (ids differ: they are the objects' URIs)
     ref_db = str(tmp_path / "local.db")
     pipeline.index(str(bucket["local"]), ref_db, "efficientnet_lite0", s)
-    from imgsearch.config import get_settings  # noqa: F401
     from imgsearch.layout import embeddings_dir_for
+    from imgsearch.testing import dataset_vectors
 
     def vectors(db_path: str) -> dict[str, np.ndarray]:
-        folder = embeddings_dir_for(db_path, "efficientnet_lite0", s)
-        out = {}
-        for b in dset.iter_embedded(folder, columns=("path", "vector")):
-            for p, v in zip(b.column("path").to_pylist(), dset.vectors_of(b)):
-                out[p] = v
-        return out
+        return dataset_vectors(embeddings_dir_for(db_path, "efficientnet_lite0", s), key="path")
 
     in_bucket, on_disk = vectors(db), vectors(ref_db)
     for key, photo in bucket["keys"].items():

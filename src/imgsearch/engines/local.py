@@ -43,9 +43,7 @@ class LocalEngine(Engine):
                               "be in a bucket; the dataset not yet); --engine spark writes to Hadoop file systems")
 
     def list(self, src: str) -> Listing:
-        if is_hadoop_only(src):
-            raise SourceError(f"{src}: only Hadoop reads {src.split('://')[0]}:// sources: use --engine spark")
-        return list_local(src, buckets_of(self.settings))
+        return list_local(src, buckets_of(self.settings))  # refuses Hadoop-only URIs, as every listing does
 
     def embed(self, src: str, records: Sequence[FileRecord], out: str, job: EmbedJob, *,
               mode: str = "append") -> EmbedReport:
