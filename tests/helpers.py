@@ -231,7 +231,7 @@ def contract_corpus(folder: Path, photos: list[Path]) -> Path:
     return folder
 
 
-def check_engine_contract(engine: str, model: str, src: Path, work: Path) -> dict:
+def check_engine_contract(engine: str, model: str, src: Path, work: Path, weights: Path | None = None) -> dict:
     """What every engine must do, checked through the Engine interface alone: list, embed planned records through
     the pipeline (incrementally), fit PCA moments, stream rows. Returns {id: vector} for cross-engine checks."""
     from imgsearch import dataset as dset
@@ -251,7 +251,8 @@ def check_engine_contract(engine: str, model: str, src: Path, work: Path) -> dic
         assert listing.skipped_non_images == 1 and not listing.unreadable
         assert all(r.size == (src / r.uri.rsplit("/", 1)[-1]).stat().st_size and r.mtime for r in listing.records)
 
-        job = EmbedJob.from_settings(s, model, batch_size=4, progress=False)
+        job = EmbedJob.from_settings(s, model, weights=str(weights) if weights else None, batch_size=4,
+                                     progress=False)
         rep = pipeline.embed_with(eng, str(src), str(out), job)
         assert (rep.new, rep.embedded, rep.failed) == (len(photos) + 1, len(photos), 1), rep
         [(uri, reason)] = rep.failures
@@ -263,6 +264,10 @@ def check_engine_contract(engine: str, model: str, src: Path, work: Path) -> dic
         assert len(rows) == len(photos) + 1 and {r["id"] for r in rows} == {r.id for r in listing.records}
         vectors = {r["id"]: np.asarray(r["vector"], np.float32) for r in rows if r["error"] is None}
         assert all(len(v) == get_spec(model).dim and abs(float(v @ v) - 1) < 1e-4 for v in vectors.values())
+        # auto-tags: every embedded row of a tagging model has them (best first), no row of other models does
+        tagged = [r["tags"] is not None and r["tag_scores"] == sorted(r["tag_scores"], reverse=True)
+                  for r in rows if r["error"] is None]
+        assert all(tagged) if get_spec(model).labels else not any(tagged)
 
         m = eng.fit_moments(str(out))
         x = np.stack(list(vectors.values())).astype(np.float64)
@@ -274,3 +279,19 @@ def check_engine_contract(engine: str, model: str, src: Path, work: Path) -> dic
         assert all(b.schema.names == ["id", "vector"] and b.num_rows <= 3 for b in streamed)
         assert sorted(i for b in streamed for i in b.column("id").to_pylist()) == sorted(vectors)
     return vectors
+
+
+def make_clip_weights(name: str, folder: Path, seed: int = 0) -> Path:
+    """A weights file of a registered CLIP model: the real architecture, random initialisation (tests never
+    download), saved as fp16 (half the size; loading converts to the model's fp32)."""
+    import torch
+
+    from imgsearch.models.clip import VARIANTS, create_architecture
+
+    path = folder / f"{name}-random-{seed}.pt"
+    if not path.is_file():
+        torch.manual_seed(seed)
+        net = create_architecture(VARIANTS[name])
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
+    return path

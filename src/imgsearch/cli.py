@@ -174,31 +174,41 @@ def reduce(data_dir: str = typer.Argument(..., help="Parquet embeddings written 
 
 
 @app.command()
-def search(image: str = typer.Argument(..., help="query image file"), db: str = DbOpt,
+def search(image: Optional[str] = typer.Argument(None, help="query image file (or use --text / --tag)"),
+           db: str = DbOpt,
            k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of results"),
+           text: Optional[str] = typer.Option(None, "--text", "-t",
+                                              help="search by words (collections of image-text models: CLIP)"),
+           tag: list[str] = typer.Option([], "--tag", help="keyword: images auto-tagged with it (repeat for any of "
+                                         "several); with an image or --text, a filter on their results"),
            model: Optional[str] = typer.Option(None, "--model", "-m",
                                                help="model of the collection to search (needed only if several)"),
            weights: Optional[str] = WeightsOpt,
            collection: Optional[str] = typer.Option(None, "--collection", help="collection to search, if several"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
-    """Find the K indexed images most similar to IMAGE."""
+    """Find the K indexed images most similar to IMAGE, or matching --text, or tagged --tag."""
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.search(image, db, k, _S, model=model, weights=weights, collection=collection)
+    res = pipeline.search(image, db, k, _S, model=model, weights=weights, collection=collection, text=text,
+                          tags=tag or None)
     if as_json:
-        typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6)}
-                               for i, h in enumerate(res.hits)], indent=2))
+        typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6),
+                                "tags": list(h.tags)} for i, h in enumerate(res.hits)], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"top {k} in {res.collection.name} ({res.collection.count} images, {res.collection.model})")
-    for col in ("#", "score", "name", "path"):
+    what = f"'{text}'" if text else (image or f"tag {' / '.join(tag)}")
+    table = Table(title=f"top {k} for {what} in {res.collection.name} ({res.collection.count} images, "
+                        f"{res.collection.model})")
+    for col in ("#", "score", "name", "tags", "path"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(res.hits):
-        table.add_row(str(i + 1), f"{h.score:.4f}", display_name(h.path), h.path)
+        table.add_row(str(i + 1), f"{h.score:.4f}", display_name(h.path), ", ".join(h.tags[:3]), h.path)
     Console(width=max(120, Console().width)).print(table)
+    if not res.hits:
+        typer.echo("no results")
 
 
 @app.command()
@@ -293,7 +303,9 @@ def _print_eval(rep, as_json: bool, save: Optional[str]) -> None:
     for k, v in rep.metrics.items():
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     for k, v in rep.details.items():
-        if k == "per_transform":
+        if k in ("per_transform", "variants"):
+            if k == "variants":
+                table.add_row("the same vectors, post-processed:", "")
             for kind, m in v.items():
                 table.add_row(f"  {kind}", "  ".join(f"{mk} {mv:.3f}" for mk, mv in m.items()))
         else:
@@ -353,13 +365,16 @@ def eval_ann(db: str = DbOpt, queries: int = typer.Option(200, "--queries", min=
 @app.command()
 def serve(db: str = DbOpt, host: str = typer.Option(_S.host, "--host", help="address to listen on"),
           port: int = typer.Option(_S.port, "--port", help="port to listen on"),
-          workers_log: str = typer.Option("warning", "--log-level", help="web server log level")) -> None:
+          workers_log: str = typer.Option("warning", "--log-level", help="web server log level"),
+          weights: Optional[str] = typer.Option(None, "--weights", help="weights file of the collection's model "
+                                                "(e.g. CLIP weights on a machine without the model hub)")) -> None:
     """Serve the search page and REST API (model and index load once, at start-up)."""
     try:
         from imgsearch import server
     except ImportError as exc:
         raise ImgSearchError(f"the server needs its extra: pip install 'imgsearch[server]' ({exc})") from None
-    server.run(db, host, port, log_level=workers_log, settings=_S)
+    settings = _S.model_copy(update={"weights": weights}) if weights else _S
+    server.run(db, host, port, log_level=workers_log, settings=settings)
 
 
 @app.command()
@@ -369,11 +384,13 @@ def models(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
 
     specs = list_models()
     if as_json:
-        typer.echo(json.dumps([{"name": s.name, "dim": s.dim, "input": s.prep.crop, "description": s.description}
+        typer.echo(json.dumps([{"name": s.name, "dim": s.dim, "input": s.prep.crop, "description": s.description,
+                                "text": s.text, "tags": len(s.labels), "extra": s.extra or None}
                                for s in specs], indent=2))
         return
     for s in specs:
-        typer.echo(f"{s.name:20s} {s.dim:5d}-d  {s.description}")
+        what = ", ".join(x for x in ("text search" if s.text else "", "auto-tags" if s.labels else "") if x)
+        typer.echo(f"{s.name:20s} {s.dim:5d}-d  {s.description}" + (f" [{what}]" if what else ""))
 
 
 @app.command()

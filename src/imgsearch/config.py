@@ -17,6 +17,8 @@ class Settings(BaseSettings):
 
     db: str = Field("imgsearch-data/imgsearch.db", description="Milvus URI: a file path (Milvus Lite) or http://host:19530")
     model: str = Field("efficientnet_lite0", description="embedding model name from the registry")
+    weights: str = Field("", description="weights file of the served collection's model (CLIP weights offline); "
+                                         "empty = the model's own source")
     batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
     workers: int = Field(0, ge=0, description="decode threads; 0 = number of CPU cores")
     torch_threads: int = Field(0, ge=0, description="intra-op threads for torch; 0 = number of CPU cores")

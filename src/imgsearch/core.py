@@ -68,20 +68,42 @@ def decode_record(record: FileRecord, read: Callable[[str], bytes] | bytes | Out
         return failed(record, Reason.DECODE, detail=exc)
 
 
+# Auto-tags kept per image: the classifier's best labels, at most TAGS_TOP, each with probability >= TAG_MIN_SCORE.
+TAGS_TOP = 5
+TAG_MIN_SCORE = 0.05
+
+
+def top_tags(probs: np.ndarray, labels: Sequence[str], top: int = TAGS_TOP,
+             min_score: float = TAG_MIN_SCORE) -> tuple[list[list[str]], list[list[float]]]:
+    """Per row of class probabilities: the labels of the best classes (best first) and their probabilities."""
+    k = min(top, probs.shape[1])
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    tags, scores = [], []
+    for row, idx in zip(probs, best):
+        keep = [int(i) for i in idx if row[i] >= min_score]
+        tags.append([labels[i] for i in keep])
+        scores.append([round(float(row[i]), 4) for i in keep])
+    return tags, scores
+
+
 def embed_outcomes(embedder: Embedder, outcomes: Sequence[Outcome]) -> pa.Table:
-    """Embed the decoded outcomes in one forward pass and return one row per outcome (failures included)."""
+    """Embed the decoded outcomes in one forward pass and return one row per outcome (failures included), with the
+    model's auto-tags where it has a classifier head."""
     good = [o for o in outcomes if o.image is not None]
     vectors: np.ndarray | None = None
+    tags: tuple[list, list] | None = None
     if good:
         try:
-            vectors = embedder.embed(np.stack([o.image.pixels for o in good]))  # type: ignore[union-attr]
+            vectors, probs = embedder.embed_tagged(np.stack([o.image.pixels for o in good]))  # type: ignore[union-attr]
+            if probs is not None:
+                tags = top_tags(probs, embedder.labels)
         except Exception as exc:  # a failing forward pass must not lose the rest of the job
             reason = Reason.EMBED.message(
                 detail=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             for o in good:
                 o.error, o.image = reason, None
             good = []
-    return _table(outcomes, vectors, embedder.name, embedder.dim)
+    return _table(outcomes, vectors, embedder.name, embedder.dim, tags)
 
 
 def failure_table(outcomes: Sequence[Outcome], model: str, dim: int) -> pa.Table:
@@ -89,7 +111,8 @@ def failure_table(outcomes: Sequence[Outcome], model: str, dim: int) -> pa.Table
     return _table(outcomes, None, model, dim)
 
 
-def _table(outcomes: Sequence[Outcome], vectors: np.ndarray | None, model: str, dim: int) -> pa.Table:
+def _table(outcomes: Sequence[Outcome], vectors: np.ndarray | None, model: str, dim: int,
+           tags: tuple[list, list] | None = None) -> pa.Table:
     cols = empty_columns()
     vec_list: list[np.ndarray | None] = []
     gi = 0
@@ -108,10 +131,14 @@ def _table(outcomes: Sequence[Outcome], vectors: np.ndarray | None, model: str, 
             cols["height"].append(o.image.height)
             cols["format"].append(o.image.format)
             cols["error"].append(None)
+            cols["tags"].append(tags[0][gi - 1] if tags else None)
+            cols["tag_scores"].append(tags[1][gi - 1] if tags else None)
         else:
             vec_list.append(None)
             cols["width"].append(None)
             cols["height"].append(None)
             cols["format"].append(None)
             cols["error"].append(o.error or "unknown error")
+            cols["tags"].append(None)
+            cols["tag_scores"].append(None)
     return to_table(cols, vec_list)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from imgsearch.errors import DatasetError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: tags, tag_scores (datasets of version 1 lack them and still load)
 
 SCHEMA = pa.schema(
     [
@@ -37,6 +37,9 @@ SCHEMA = pa.schema(
         pa.field("mtime", pa.timestamp("us", tz="UTC")),  # file modification time
         pa.field("format", pa.string()),  # JPEG, PNG, ...
         pa.field("error", pa.string()),  # null = embedded; otherwise why the file was not
+        # auto-tags from the model's classifier head, best first (null: the model has no head, or an older dataset)
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("tag_scores", pa.list_(pa.float32())),  # the tags' class probabilities
     ],
     metadata={"imgsearch.schema_version": SCHEMA_VERSION},
 )
@@ -47,7 +50,8 @@ def empty_columns() -> dict[str, list]:
 
 
 def to_table(columns: dict[str, list], vectors: list[np.ndarray | None]) -> pa.Table:
-    """Build a table in SCHEMA from plain columns (all but `vector`) and one vector (or None) per row."""
+    """Build a table in SCHEMA from plain columns (all but `vector`; an empty column is all null) and one vector
+    (or None) per row."""
     n = len(columns["id"])
     dim = next((len(v) for v in vectors if v is not None), 0)
     flat = np.concatenate([v for v in vectors if v is not None]).astype(np.float32) if dim else np.zeros(0, np.float32)
@@ -65,8 +69,9 @@ def to_table(columns: dict[str, list], vectors: list[np.ndarray | None]) -> pa.T
     for field in SCHEMA:
         if field.name == "vector":
             arrays.append(vec)
-        else:
-            arrays.append(pa.array(columns[field.name], type=field.type))
+        else:  # a column the caller left empty (e.g. tags of a model without a head) is all null
+            values = columns.get(field.name) or [None] * n
+            arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -150,7 +155,11 @@ def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
     if not files:
         raise DatasetError(f"no embeddings (Parquet part files) in {path}; run 'imgsearch embed' first")
     try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        # parts written before a column existed (tags) lack it: the dataset's schema is the union of its parts'
+        # (read from the footers only), so those rows read as null instead of the column vanishing
+        schemas = [pq.read_schema(f) for f in files]
+        schema = schemas[0] if all(s.equals(schemas[0]) for s in schemas[1:]) else pa.unify_schemas(schemas)
+        dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
     except pa.ArrowInvalid as exc:
         raise DatasetError(f"{path}: not a readable Parquet dataset: {exc}") from None
     missing = {"id", "path", "vector", "model", "dim"} - set(dataset.schema.names)
@@ -179,7 +188,8 @@ def summarize(path: str | os.PathLike[str]) -> DatasetSummary:
 
 
 def iter_embedded(path: str | os.PathLike[str], batch_rows: int = 2048,
-                  columns: tuple[str, ...] = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime"),
+                  columns: tuple[str, ...] = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime",
+                                              "format", "tags", "tag_scores"),
                   ids: set[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of the rows that have a vector (failures filtered out); only rows of `ids`, if given."""
     dataset = open_dataset(path)

@@ -38,14 +38,16 @@ def near_dup_recall(queries: np.ndarray, targets: np.ndarray, index: np.ndarray,
     return {f"recall@{k}": float(np.mean([t in row[:k] for t, row in zip(targets, top)])) for k in ks}
 
 
-def labelled_metrics(vectors: np.ndarray, labels: list[str], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Leave-one-out retrieval: mAP, P@1 and recall@k (at least one same-class image in the top k)."""
+def labelled_metrics(vectors: np.ndarray, labels: list[str], ks: tuple[int, ...] = (1, 5, 10),
+                     queries: np.ndarray | None = None) -> dict[str, float]:
+    """Leave-one-out retrieval: mAP, P@1 and recall@k (at least one same-class image in the top k). `queries`: the
+    rows' query vectors if they differ from the stored ones (query expansion); each still skips its own row."""
     lab = np.asarray(labels)
     n = len(lab)
     if n < 2:
         raise ImgSearchError("need at least two labelled images")
     x = unit(vectors)
-    sims = x @ x.T
+    sims = (unit(queries) if queries is not None else x) @ x.T
     np.fill_diagonal(sims, -np.inf)
     order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]  # self (at -inf) is last: dropped
     rel = lab[order] == lab[:, None]
@@ -57,6 +59,50 @@ def labelled_metrics(vectors: np.ndarray, labels: list[str], ks: tuple[int, ...]
         out[f"recall@{k}"] = float(rel[:, :k].any(axis=1).mean())
     out["queries"] = int(n)
     out["queries_without_a_match"] = int((n_rel == 0).sum())
+    return out
+
+
+# -- neighbour-quality variants: post-processing of one set of vectors (no re-embedding) -------------------------
+
+QE_NEIGHBOURS, QE_ALPHA = 3, 3.0
+
+
+def alpha_query_expansion(x: np.ndarray, n: int = QE_NEIGHBOURS, alpha: float = QE_ALPHA) -> np.ndarray:
+    """alpha-QE (Radenovic et al.): each query becomes itself plus its n nearest other rows weighted by
+    similarity^alpha, re-normalised; the expanded query is searched again (one more search per query)."""
+    x = unit(x)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    nb = np.argsort(-sims, axis=1, kind="stable")[:, :n]
+    w = np.clip(np.take_along_axis(sims, nb, axis=1), 0, None) ** alpha
+    return unit(x + np.einsum("qn,qnd->qd", w, x[nb]))
+
+
+def centred(x: np.ndarray) -> np.ndarray:
+    """The collection's mean removed, rows re-normalised: shared 'background' directions stop counting as similarity."""
+    return unit(x - x.mean(axis=0, keepdims=True))
+
+
+def pca_whitened(x: np.ndarray, dims: int = 256) -> np.ndarray:
+    """PCA to `dims` (at most half the rows) with whitening, fitted on the collection itself, as
+    `imgsearch index --reduce DIMS --whiten` does."""
+    from imgsearch.reduce import fit_batches
+
+    d = int(min(dims, max(2, len(x) // 2), x.shape[1]))
+    return fit_batches([x], "eval", dims=d, whiten=True).transform(x)
+
+
+POSTPROCESSING = ("none", "centred", "alpha-QE", "centred + alpha-QE", "PCA-whitened")
+
+
+def postprocessed_metrics(vectors: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    """labelled_metrics of each post-processing variant of the same vectors."""
+    x = unit(vectors)
+    c = centred(x)
+    out = {"none": labelled_metrics(x, labels), "centred": labelled_metrics(c, labels),
+           "alpha-QE": labelled_metrics(x, labels, queries=alpha_query_expansion(x)),
+           "centred + alpha-QE": labelled_metrics(c, labels, queries=alpha_query_expansion(c))}
+    out["PCA-whitened"] = labelled_metrics(pca_whitened(x), labels)
     return out
 
 
@@ -167,7 +213,9 @@ def run_labelled(folder: str, model: str, settings: Settings, *, weights: str | 
     metrics = labelled_metrics(emb.vectors, labels)
     counts = {c: labels.count(c) for c in classes}
     details = {"classes": len(classes), "images": len(labels), "failed": emb.failed, "model": model,
-               "smallest_class": min(counts.values()), "largest_class": max(counts.values())}
+               "smallest_class": min(counts.values()), "largest_class": max(counts.values()),
+               "variants": {k: {m: round(v[m], 4) for m in ("mAP", "P@1", "recall@5")}
+                            for k, v in postprocessed_metrics(emb.vectors, labels).items()}}
     return EvalReport("labelled", metrics, details, time.perf_counter() - started)
 
 

@@ -25,11 +25,11 @@ from imgsearch.errors import DatasetError, ImgSearchError
 from imgsearch.jobs import EmbedJob, EmbedReport
 from imgsearch.layout import REDUCER_SUBDIR, embeddings_dir_for, embeddings_root_for, is_server_uri, reducers_dir
 from imgsearch.models import get_spec
-from imgsearch.query import QueryEncoder
+from imgsearch.query import QueryEncoder, check_text, match_tags
 from imgsearch.reduce import MAX_COVARIANCE_DIM, ReduceError, Reducer, fit_from_moments, fit_wide, recall_at_k
 from imgsearch.sources import is_remote, local_path
 from imgsearch.progress import progress as show_progress
-from imgsearch.store import CollectionInfo, CollectionRows, Hit, open_store
+from imgsearch.store import CURRENT_FIELDS, CollectionInfo, CollectionRows, Hit, open_store
 
 
 def embed(src: str, out: str, model: str, settings: Settings, *, weights: str | None = None,
@@ -183,6 +183,9 @@ def sync_store(data_dir: str, db: str, model: str, settings: Settings, rep: Embe
     spec = get_spec(model)
     with open_store(db, settings, create=True) as store:
         name = store.ensure_collection(spec.name, spec.dim)
+        if force and not store.fields(name) >= CURRENT_FIELDS:  # made before tags: rebuilt with today's schema
+            store.drop(name)
+            name = store.ensure_collection(spec.name, spec.dim)
         have = store.file_keys(name)  # id -> (path, bytes, mtime_us)
         stale = {fid for fid, (key, failed) in current.items()
                  if not failed and (force or fid not in have or catalog.file_key(*have[fid][1:]) != key)}
@@ -270,15 +273,29 @@ class SearchResult:
     hits: list[Hit]
 
 
-def search(image_path: str, db: str, k: int, settings: Settings, *, model: str | None = None,
-           weights: str | None = None, collection: str | None = None) -> SearchResult:
-    """Top-k most similar indexed images to an image file. The query is embedded by the collection's own model
-    (and reduced by its PCA reducer, if it has one)."""
+def search(image_path: str | None, db: str, k: int, settings: Settings, *, model: str | None = None,
+           weights: str | None = None, collection: str | None = None, text: str | None = None,
+           tags: list[str] | None = None) -> SearchResult:
+    """Top-k indexed images for an image file or a text (image-text models), among the images with any of `tags`
+    if given; with tags alone, the images with those tags, most confident first. The query is embedded by the
+    collection's own model (and reduced by its PCA reducer, if it has one)."""
+    if image_path and text:
+        raise ImgSearchError("give a query image or --text, not both")
+    if not image_path and not text and not tags:
+        raise ImgSearchError("give a query image, --text or --tag")
     with open_store(db, settings) as store:
         info = store.collection_for(model, collection)
+        labels = match_tags(info.model, tags) if tags else None
+        text = check_text(info.model, text) if text else None
+        if labels is not None and not info.has_tags:
+            raise ImgSearchError(f"collection {info.name} was indexed before images had tags: re-index it "
+                                 "(imgsearch index SRC --overwrite) to search by tag")
+        if not image_path and not text:
+            return SearchResult(info, store.tagged(info, labels or [], k))
         encoder = QueryEncoder.for_collection(db, info, settings, weights=weights)
-        vec = encoder.encode_file(image_path, settings.max_pixels)
-        hits = store.search(info, vec, k, consistency="Strong")[0]  # a one-off query sees every finished write
+        vec = encoder.encode_text([text]) if text else encoder.encode_file(image_path, settings.max_pixels)
+        # a one-off query sees every finished write
+        hits = store.search(info, vec, k, consistency="Strong", tags=labels)[0]
     return SearchResult(info, hits)
 
 
@@ -286,7 +303,8 @@ def stats(db: str, settings: Settings) -> dict:
     with open_store(db, settings) as store:
         infos = store.collections()
     total = sum(i.count for i in infos)
-    out: dict = {"db": db, "count": total, "collections": [i.__dict__ for i in infos]}
+    out: dict = {"db": db, "count": total,
+                 "collections": [{**i.__dict__, "fields": sorted(i.fields), "tags": i.has_tags} for i in infos]}
     if len(infos) == 1:
         out["model"], out["dim"] = infos[0].model, infos[0].dim
     return out

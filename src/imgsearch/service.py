@@ -27,11 +27,13 @@ from imgsearch.imaging import SNIFF_BYTES, DecodedImage, DecodeError, decode_ima
 from imgsearch.layout import data_dir_for
 from imgsearch.models import Embedder, create_model
 from imgsearch.jobs import buckets_of
-from imgsearch.query import QueryEncoder
+from imgsearch.errors import ImgSearchError
+from imgsearch.query import QueryEncoder, check_text, match_tags
 from imgsearch.sources import display_name, image_id, is_bucket, path_to_uri, uri_to_path
 from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
 ID_CHARS = frozenset("0123456789abcdef")
+EMPTY_INDEX = "the index is empty: add images with 'imgsearch index' first"
 
 
 def valid_id(image_id_: str) -> bool:
@@ -68,6 +70,10 @@ class Original:
             self.stream.close()  # type: ignore[union-attr]
 
 
+class BadQuery(ValueError):
+    """A query the collection cannot answer: text on a model without a text encoder, an unknown tag (HTTP 422)."""
+
+
 class NotAnImage(ValueError):
     """Upload whose bytes are no known image format (HTTP 415)."""
 
@@ -82,6 +88,7 @@ class _Query:
     k: int
     path_prefix: str | None
     info: CollectionInfo
+    tags: tuple[str, ...] | None = None  # only images with any of these tags
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -148,11 +155,12 @@ class QueryBatcher:
         t1 = time.perf_counter()
         groups: dict[tuple, list[int]] = {}
         for i, (q, _) in enumerate(items):
-            groups.setdefault((q.info.name, q.k, q.path_prefix), []).append(i)
+            groups.setdefault((q.info.name, q.k, q.path_prefix, q.tags), []).append(i)
         results: dict[int, list[Hit]] = {}
         for idx in groups.values():
             q0 = items[idx[0]][0]
-            for i, hits in zip(idx, self.store.search(q0.info, vecs[idx], q0.k, path_prefix=q0.path_prefix)):
+            for i, hits in zip(idx, self.store.search(q0.info, vecs[idx], q0.k, path_prefix=q0.path_prefix,
+                                                      tags=q0.tags)):
                 results[i] = hits
         t2 = time.perf_counter()
         self.batches += 1
@@ -176,9 +184,10 @@ def query_embedder(model: str, s: Settings) -> tuple[Embedder, dict]:
     from imgsearch.models.probe import fastest_for_queries
     from imgsearch.models.torch_session import resolve_device
 
+    weights = s.weights or None
     if s.runtime == "auto" and s.precision == "auto" and resolve_device(s.device).type == "cpu":
-        return fastest_for_queries(model, s.serve_torch_threads, cache_dir_of(s))
-    emb = create_model(model, device=s.device, precision=s.precision, runtime=s.runtime,
+        return fastest_for_queries(model, s.serve_torch_threads, cache_dir_of(s), weights=weights)
+    emb = create_model(model, weights=weights, device=s.device, precision=s.precision, runtime=s.runtime,
                        cache_dir=cache_dir_of(s), threads=s.serve_torch_threads)
     return emb, {"runtime": emb.runtime, "precision": emb.precision, "why": emb.plan.why}
 
@@ -213,6 +222,7 @@ class SearchService:
         self.thumb_dir = base / "thumbnails"
         self.upload_dir = base / "uploads"
         self._write_lock = threading.Lock()
+        self._text_lock = threading.Lock()
         self._info_lock = threading.Lock()
         self._info: CollectionInfo | None = None
         self._info_at = 0.0
@@ -252,16 +262,68 @@ class SearchService:
         except DecodeError as exc:
             raise BadImage(str(exc)) from None
 
-    def search_bytes(self, data: bytes, k: int, path_prefix: str | None = None) -> SearchOutcome:
+    def search_bytes(self, data: bytes, k: int, path_prefix: str | None = None,
+                     tags: list[str] | None = None) -> SearchOutcome:
         t0 = time.perf_counter()
         pixels = self.decode_upload(data).pixels
         t1 = time.perf_counter()
         info = self.info()
         if info is None or info.count == 0:
-            return SearchOutcome([], {"decode": (t1 - t0) * 1e3},
-                                 message="the index is empty: add images with 'imgsearch index' first")
-        answer = self.batcher.search(_Query(pixels, k, path_prefix, info))
+            return SearchOutcome([], {"decode": (t1 - t0) * 1e3}, message=EMPTY_INDEX)
+        labels = self.tag_labels(info, tags)
+        answer = self.batcher.search(_Query(pixels, k, path_prefix, info, labels))
         return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms})
+
+    def search_text(self, text: str, k: int, path_prefix: str | None = None,
+                    tags: list[str] | None = None) -> SearchOutcome:
+        """Images matching a text query (collections of image-text models); BadQuery otherwise."""
+        try:
+            text = check_text(self.model_name, text)
+        except ImgSearchError as exc:
+            raise BadQuery(str(exc)) from None
+        info = self.info()
+        if info is None or info.count == 0:
+            return SearchOutcome([], {}, message=EMPTY_INDEX)
+        labels = self.tag_labels(info, tags)
+        t0 = time.perf_counter()
+        with self._text_lock:  # one text forward pass at a time: torch runs it on every core anyway
+            vec = self.encoder.encode_text([text])
+        t1 = time.perf_counter()
+        hits = self.store.search(info, vec, k, path_prefix=path_prefix, tags=labels)[0]
+        return SearchOutcome(hits, {"embed": (t1 - t0) * 1e3, "search": (time.perf_counter() - t1) * 1e3})
+
+    def search_tags(self, tags: list[str], k: int, path_prefix: str | None = None) -> SearchOutcome:
+        """Images auto-tagged with any of the labels the keywords mean, most confident first."""
+        info = self.info()
+        if info is None or info.count == 0:
+            return SearchOutcome([], {}, message=EMPTY_INDEX)
+        labels = self.tag_labels(info, tags)
+        t0 = time.perf_counter()
+        hits = self.store.tagged(info, list(labels or ()), k, path_prefix=path_prefix)
+        took = {"search": (time.perf_counter() - t0) * 1e3}
+        return SearchOutcome(hits, took, message=None if hits else
+                             f"no image is tagged {' or '.join(labels or ())}")
+
+    def tag_labels(self, info: CollectionInfo, keywords: list[str] | None) -> tuple[str, ...] | None:
+        """The labels keywords mean for this collection (None: no tag filter); BadQuery if none can match."""
+        if not keywords:
+            return None
+        try:
+            labels = match_tags(self.model_name, keywords)
+        except ImgSearchError as exc:
+            raise BadQuery(str(exc)) from None
+        if not info.has_tags:
+            raise BadQuery(f"collection {info.name} was indexed before images had tags: re-index it "
+                           "(imgsearch index SRC --overwrite) to search by tag")
+        return tuple(labels)
+
+    def tag_vocabulary(self, prefix: str = "", limit: int = 50) -> list[str]:
+        """Tag labels of the served model that start with `prefix` (or have a word that does), for suggestions."""
+        p = prefix.strip().lower()
+        labels = self.embedder.labels
+        starts = [lb for lb in labels if lb.lower().startswith(p)]
+        words = [lb for lb in labels if lb not in starts and any(w.startswith(p) for w in lb.lower().split())]
+        return (starts + words)[:limit]
 
     def similar(self, image_id_: str, k: int, path_prefix: str | None = None) -> SearchOutcome | None:
         """Neighbours of an indexed image (itself excluded); None if the id is not indexed."""

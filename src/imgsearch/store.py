@@ -49,6 +49,11 @@ class CollectionInfo:
     index_type: str
     reducer: str | None = None  # id of the PCA reducer the vectors went through (queries must too)
     index_params: dict = field(default_factory=dict)  # build parameters of the current index (nlist, M, ...)
+    fields: frozenset[str] = frozenset()  # scalar fields it stores (collections made before tags lack "tags")
+
+    @property
+    def has_tags(self) -> bool:
+        return "tags" in self.fields
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class Hit:
     id: str
     path: str
     score: float
+    tags: tuple[str, ...] = ()
+    tag_scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,8 +195,14 @@ class Store:
             index_type, params = self.current_index(name)
             infos.append(CollectionInfo(name=name, model=meta["model"], dim=int(meta["dim"]), count=self.count(name),
                                         index_type=index_type or meta.get("index_type", ""),
-                                        reducer=meta.get("reducer"), index_params=params))
+                                        reducer=meta.get("reducer"), index_params=params,
+                                        fields=self.fields(name)))
         return infos
+
+    def fields(self, name: str) -> frozenset[str]:
+        """The scalar fields of a collection (its schema as Milvus holds it)."""
+        desc = self.client.describe_collection(name)
+        return frozenset(f["name"] for f in desc.get("fields", []) if f["name"] not in ("id", "vector"))
 
     def current_index(self, name: str) -> tuple[str, dict]:
         """The vector index a collection has now: type and build parameters (from Milvus, not our description)."""
@@ -275,7 +288,7 @@ class Store:
             return name
         plan = self.plan(0, dim)
         description = json.dumps({"imgsearch": {"model": model, "dim": dim, "metric": METRIC,
-                                                "index_type": plan.index_type, "schema": 1, "reducer": reducer}})
+                                                "index_type": plan.index_type, "schema": 2, "reducer": reducer}})
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_LEN)
@@ -284,10 +297,18 @@ class Store:
         schema.add_field("height", DataType.INT32)
         schema.add_field("bytes", DataType.INT64)
         schema.add_field("mtime_us", DataType.INT64)
+        # schema 2: format and auto-tags (filterable: array_contains_any); an image without tags has empty arrays
+        schema.add_field("format", DataType.VARCHAR, max_length=16)
+        schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
+                         max_length=MAX_TAG_LEN)
+        schema.add_field("tag_scores", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=MAX_TAGS)
         params = self.client.prepare_index_params()
         params.add_index(field_name="vector", index_type=plan.index_type, metric_type=METRIC, params=plan.build)
         self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
         return name
+
+    def drop(self, name: str) -> None:
+        self.client.drop_collection(name)
 
     def count(self, name: str) -> int:
         stats = self.client.get_collection_stats(name)
@@ -308,6 +329,7 @@ class Store:
         """
         written: dict[str, int] = {}
         known: dict[tuple[str, int], str] = {}
+        fields: dict[str, frozenset[str]] = {}
         held: dict[str, pa.Array | None] = {}  # per collection, with insert=None: the ids it held before (None: none)
         for batch in batches:
             if batch.num_rows == 0:
@@ -322,6 +344,7 @@ class Store:
                 key = (model, int(dims[0]))
                 if key not in known:
                     known[key] = self.ensure_collection(*key, reducer=reducer)
+                    fields[known[key]] = self.fields(known[key])
                     if insert is None:
                         ids = self.ids(known[key])
                         held[known[key]] = pa.array(sorted(ids), pa.string()) if ids else None
@@ -337,7 +360,7 @@ class Store:
                 for rows_, write in groups:
                     for start in range(0, rows_.num_rows, step):
                         chunk = rows_.slice(start, step)
-                        write(name, _rows(chunk))
+                        write(name, _rows(chunk, fields[name]))
                         written[name] = written.get(name, 0) + chunk.num_rows
                         advance(chunk.num_rows)
         for (_, dim), name in known.items():
@@ -380,19 +403,36 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------------------------------
     def search(self, info: CollectionInfo, vectors: np.ndarray, k: int, path_prefix: str | None = None,
-               consistency: str = "Bounded") -> list[list[Hit]]:
-        """Top-k per query vector. `consistency`: a Milvus server's "Strong" waits for the next time tick (up to
-        ~200 ms) so that every write acknowledged before is seen; "Bounded" (the service's choice) answers at once and
-        sees writes within a few seconds. Milvus Lite answers at once either way."""
+               consistency: str = "Bounded", tags: Iterable[str] | None = None) -> list[list[Hit]]:
+        """Top-k per query vector, among images under `path_prefix` and tagged with any of `tags` if given.
+        `consistency`: a Milvus server's "Strong" waits for the next time tick (up to ~200 ms) so that every write
+        acknowledged before is seen; "Bounded" (the service's choice) answers at once and sees writes within a few
+        seconds. Milvus Lite answers at once either way."""
         if vectors.ndim != 2 or vectors.shape[1] != info.dim:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
-        flt = _prefix_filter(path_prefix) if path_prefix else ""
         params = {"metric_type": METRIC, "params": self.search_params(info, k)}
         res = self.client.search(info.name, data=[v.tolist() for v in unit(vectors)], limit=k,
-                                 output_fields=["path"], search_params=params, filter=flt,
-                                 consistency_level=consistency)
-        return [[Hit(id=h["id"], path=h["entity"]["path"], score=float(h["distance"])) for h in hits] for hits in res]
+                                 output_fields=_hit_fields(info), search_params=params,
+                                 filter=_filter(info, path_prefix, tags), consistency_level=consistency)
+        return [[_hit(h["id"], h["entity"], float(h["distance"])) for h in hits] for hits in res]
+
+    def tagged(self, info: CollectionInfo, tags: list[str], k: int, path_prefix: str | None = None,
+               offset: int = 0) -> list[Hit]:
+        """Images tagged with any of `tags`, most confident first (score: the best matching tag's probability).
+        Milvus filters, it does not rank scalars: up to MAX_TAG_CANDIDATES matches are read and sorted here."""
+        if not info.has_tags:
+            raise StoreError(f"collection {info.name} was indexed before images had tags; re-index it "
+                             "(imgsearch index SRC --overwrite) to search by keyword")
+        wanted = set(tags)
+        rows = self.client.query(info.name, filter=_filter(info, path_prefix, tags), limit=MAX_TAG_CANDIDATES,
+                                 output_fields=_hit_fields(info))
+        hits = []
+        for r in rows:
+            score = max((p for t, p in zip(r["tags"], r["tag_scores"]) if t in wanted), default=0.0)
+            hits.append(_hit(r["id"], r, float(score)))
+        hits.sort(key=lambda h: (-h.score, h.path))
+        return hits[offset:offset + k]
 
     def search_params(self, info: CollectionInfo, k: int) -> dict:
         if info.index_type == "HNSW":
@@ -404,11 +444,53 @@ class Store:
     def get(self, info: CollectionInfo, ids: list[str], with_vectors: bool = False) -> list[dict]:
         if not ids:
             return []
-        fields = ["id", "path", "width", "height", "bytes", "mtime_us"] + (["vector"] if with_vectors else [])
-        return list(self.client.get(info.name, ids=ids, output_fields=fields))
+        fields = ["id", "path", "width", "height", "bytes", "mtime_us"] + sorted(info.fields & {"format", "tags",
+                                                                                                "tag_scores"})
+        got = list(self.client.get(info.name, ids=ids, output_fields=fields + (["vector"] if with_vectors else [])))
+        for row in got:  # plain lists (pymilvus gives protobuf repeated fields for arrays)
+            for key in ("tags", "tag_scores"):
+                if key in row:
+                    row[key] = list(row[key])
+        return got
 
 
-def _rows(chunk: pa.Table) -> list[dict]:
+# Scalar fields of a collection made today (schema 2); older ones lack format and the tags.
+CURRENT_FIELDS = frozenset({"path", "width", "height", "bytes", "mtime_us", "format", "tags", "tag_scores"})
+# Auto-tags per image the collection holds at most, and the longest label (ImageNet's longest is 61 characters).
+MAX_TAGS = 8
+MAX_TAG_LEN = 96
+# Matches a keyword search reads before ranking them by tag probability (Milvus's query window: offset + limit).
+MAX_TAG_CANDIDATES = 16_384
+
+
+def _hit_fields(info: CollectionInfo) -> list[str]:
+    return ["path", "tags", "tag_scores"] if info.has_tags else ["path"]
+
+
+def _hit(id_: str, entity: dict, score: float) -> Hit:
+    return Hit(id=id_, path=entity["path"], score=score, tags=tuple(entity.get("tags") or ()),
+               tag_scores=tuple(round(float(p), 4) for p in entity.get("tag_scores") or ()))
+
+
+def _lit(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _filter(info: CollectionInfo, path_prefix: str | None, tags: Iterable[str] | None) -> str:
+    """The Milvus boolean expression for a path prefix and a tag set ("" = everything)."""
+    parts = []
+    if path_prefix:
+        parts.append(_prefix_filter(path_prefix))
+    if tags is not None:
+        tags = list(tags)
+        if not info.has_tags:
+            raise StoreError(f"collection {info.name} was indexed before images had tags; re-index it "
+                             "(imgsearch index SRC --overwrite) to filter by tag")
+        parts.append(f"array_contains_any(tags, [{', '.join(_lit(t) for t in tags)}])" if tags else "false")
+    return " and ".join(f"({p})" for p in parts) if len(parts) > 1 else (parts[0] if parts else "")
+
+
+def _rows(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> list[dict]:
     vectors = unit(vectors_of(chunk))  # the store's invariant: unit rows, so inner product = cosine
     ids = chunk.column("id").to_pylist()
     paths = chunk.column("path").to_pylist()
@@ -419,12 +501,20 @@ def _rows(chunk: pa.Table) -> list[dict]:
         mt = chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
     else:
         mt = [None] * chunk.num_rows
+    tagged = "tags" in fields
+    if tagged:
+        tags, scores, formats = _col(chunk, "tags"), _col(chunk, "tag_scores"), _col(chunk, "format")
     rows = []
     for i in range(chunk.num_rows):
         if len(paths[i].encode("utf-8")) > MAX_PATH_LEN:
             raise StoreError(f"path longer than {MAX_PATH_LEN} bytes: {paths[i][:80]}...")
-        rows.append({"id": ids[i], "path": paths[i], "vector": vectors[i], "width": widths[i] or 0,
-                     "height": heights[i] or 0, "bytes": sizes[i] or 0, "mtime_us": mt[i] or 0})
+        row = {"id": ids[i], "path": paths[i], "vector": vectors[i], "width": widths[i] or 0,
+               "height": heights[i] or 0, "bytes": sizes[i] or 0, "mtime_us": mt[i] or 0}
+        if tagged:
+            row["format"] = (formats[i] or "")[:16]
+            row["tags"] = [t[:MAX_TAG_LEN] for t in (tags[i] or ())][:MAX_TAGS]
+            row["tag_scores"] = list(scores[i] or ())[:MAX_TAGS]
+        rows.append(row)
     return rows
 
 
@@ -440,11 +530,7 @@ def _prefix_filter(prefix: str) -> str:
 
         prefix = "file://" + quote(prefix, safe="/-_.~!$&'()*+,;=:@")
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-    def lit(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return f"path >= {lit(prefix)} and path < {lit(upper)}"
+    return f"path >= {_lit(prefix)} and path < {_lit(upper)}"
 
 
 def open_store(uri: str, settings: Settings, create: bool = False) -> Store:

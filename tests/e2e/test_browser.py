@@ -22,6 +22,12 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def launch(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, photo_paths):
     db, src = index_photos(tmp_path_factory, photo_paths, "browser")
@@ -85,3 +91,98 @@ def test_upload_change_k_and_more_like_this(served):
     if os.environ.get("IMGSEARCH_UPDATE_SCREENSHOT"):
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copy(shot, REPO / "docs" / "web-page.png")
+
+
+def test_keyword_search_tags_details_and_shared_link(served):
+    """Type a keyword, see the tagged image with its tag chips; open its details (metadata, tags); click a tag to
+    search by it; the search is in the URL, and opening that URL shows the same results."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it: apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, src, work = served
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            expect(page.locator("#q")).to_have_attribute("placeholder", re.compile("tag"))
+            page.fill("#q", "espresso")
+            page.press("#q", "Enter")
+            cards = page.locator("#results .card")
+            expect(cards).to_have_count(1)
+            expect(cards.first.locator(".name")).to_contain_text("skimage_coffee.png")
+            expect(cards.first.locator(".tag").first).to_have_text("espresso")
+            expect(page.locator("#status")).to_contain_text("tag espresso")
+            assert "tag=espresso" in page.url
+
+            cards.first.locator(".open").click()
+            viewer = page.locator("#viewer")
+            expect(viewer).to_be_visible()
+            expect(page.locator("#viewer-name")).to_have_text("skimage_coffee.png")
+            expect(page.locator("#viewer-meta")).to_contain_text("600 × 400 px")
+            expect(page.locator("#viewer-meta")).to_contain_text("PNG")
+            expect(page.locator("#viewer-tags .tag").first).to_have_text("espresso")
+            page.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+
+            # a word that only prefixes labels, then a tag chip of a result: both become tag searches
+            page.locator("#viewer-tags .tag").first.click()
+            expect(viewer).to_be_hidden()
+            expect(cards).to_have_count(1)
+            page.fill("#q", "cat")
+            page.press("#q", "Enter")
+            expect(page.locator("#status")).to_contain_text("tag cat")
+            expect(cards.first.locator(".name")).to_contain_text("chelsea")
+
+            # the shared link
+            other = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized window
+            other.goto(url + "/?tag=espresso")
+            expect(other.locator("#results .card")).to_have_count(1)
+            expect(other.locator("#results .card .name")).to_contain_text("skimage_coffee.png")
+
+            page.fill("#q", "zzzz")
+            page.press("#q", "Enter")
+            expect(page.locator("#error")).to_contain_text("no tag matches")
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_text_search_on_a_clip_collection(tmp_path, photo_paths, clip_weights):
+    """A CLIP collection (random weights from a file, served with IMGSEARCH_WEIGHTS): type words, see results,
+    the same as the API's for that text."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it: apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from helpers import copy_photos, settings
+    from imgsearch import pipeline
+
+    weights = str(clip_weights("mobileclip2_s0"))
+    src = copy_photos(photo_paths, tmp_path / "photos")
+    db = tmp_path / "clip.db"
+    pipeline.index(str(src), str(db), "mobileclip2_s0", settings(), weights=weights, progress=False)
+    with live_server(db, env={"IMGSEARCH_WEIGHTS": weights}) as url, sync_playwright() as pw:
+        with urllib.request.urlopen(f"{url}/api/search?text=a+cat+on+a+sofa&k=10") as r:
+            expected = [x["id"] for x in json.load(r)["results"]]
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            expect(page.locator("#q")).to_have_attribute("placeholder", re.compile("Describe"))
+            page.fill("#q", "a cat on a sofa")
+            page.press("#q", "Enter")
+            cards = page.locator("#results .card")
+            expect(cards).to_have_count(10)
+            expect(page.locator("#status")).to_contain_text('"a cat on a sofa"')
+            assert [cards.nth(i).get_attribute("data-id") for i in range(10)] == expected
+            page.fill("#q", "tag:espresso")
+            page.press("#q", "Enter")
+            expect(page.locator("#error")).to_contain_text("gives no tags")
+            assert not errors, errors
+        finally:
+            browser.close()

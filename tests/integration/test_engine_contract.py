@@ -27,3 +27,14 @@ def test_engine_contract_real_model(engine, corpus, reference, tmp_path):
     assert vectors.keys() == reference.keys()
     worst = min(float(vectors[i] @ reference[i]) for i in vectors)
     assert worst >= 0.999, worst
+
+
+def test_clip_model_gives_the_same_vectors_in_both_engines(corpus, clip_weights, tmp_path):
+    """An image-text model (random weights from a file) embeds alike in the local engine and in Spark's workers."""
+    pytest.importorskip("pyspark")
+    weights = clip_weights("mobileclip2_s0")
+    local = check_engine_contract("local", "mobileclip2_s0", corpus, tmp_path / "local", weights=weights)
+    spark = check_engine_contract("spark", "mobileclip2_s0", corpus, tmp_path / "spark", weights=weights)
+    assert spark.keys() == local.keys()
+    worst = min(float(spark[i] @ local[i]) for i in spark)
+    assert worst >= 0.999, worst

@@ -208,3 +208,57 @@ def test_writes_disabled_without_key_and_reads_protectable(indexed_db, tmp_path,
         assert c.get("/api/stats").status_code == 401
         assert c.get("/api/stats", headers={"X-API-Key": KEY}).status_code == 200
         assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_tag_search_form_json_and_url(client, indexed_db):
+    """Keyword search through every way in: a form field, JSON and the URL; results carry their tags."""
+    _, src = indexed_db
+    coffee = path_to_uri(src / "skimage_coffee.png")
+    got = [client.post("/api/search", data={"tag": "espresso", "k": "5"}),
+           client.post("/api/search", json={"tag": ["espresso"], "k": 5}),
+           client.get("/api/search", params={"tag": "espresso", "k": 5})]
+    for r in got:
+        assert r.status_code == 200, r.text
+        [hit] = r.json()["results"]
+        assert hit["path"] == coffee and hit["tags"][0] == "espresso" and hit["tag_scores"][0] > 0.5
+    # a tag filter on an image search: only images with the tag, still ranked by similarity
+    data = jpeg_bytes(src / "skimage_chelsea.png")
+    r = client.post("/api/search", files={"file": ("q.jpg", data, "image/jpeg")}, data={"tag": "cat", "k": "20"})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert res and res[0]["path"] == path_to_uri(src / "skimage_chelsea.png")
+    assert all(any(t.endswith(" cat") for t in x["tags"]) for x in res)
+    assert [x["score"] for x in res] == sorted((x["score"] for x in res), reverse=True)
+
+
+@pytest.mark.parametrize("req, status, message", [
+    ({"json": {"text": "a dog on a beach"}}, 422, "no text encoder"),
+    ({"data": {"text": "a dog on a beach"}}, 422, "models that can: clip_vit_b16"),
+    ({"params": {"text": "a dog"}, "method": "get"}, 422, "no text encoder"),
+    ({"json": {"tag": ["zzzz"]}}, 422, "no tag matches"),
+    ({"json": {}}, 422, "nothing to search for"),
+    ({"json": {"tag": ["espresso"], "k": 0}}, 422, "greater than or equal to 1"),
+    ({"json": {"tag": ["espresso"], "unknown": 1}, "ok": True}, 200, ""),
+])
+def test_query_errors_are_clear_422s(client, req, status, message):
+    method = req.get("method", "post")
+    kwargs = {k: v for k, v in req.items() if k in ("json", "data", "params")}
+    r = getattr(client, method)("/api/search", **kwargs)
+    assert r.status_code == status, r.text
+    if message:
+        assert message in r.text
+
+
+def test_image_meta_and_tag_vocabulary(client, indexed_db):
+    _, src = indexed_db
+    iid = image_id(path_to_uri(src / "skimage_coffee.png"))
+    m = client.get(f"/api/images/{iid}/meta").json()
+    assert m["name"] == "skimage_coffee.png" and m["format"] == "PNG" and m["width"] == 600 and m["height"] == 400
+    assert m["tags"][0] == "espresso" and m["mtime"].endswith("+00:00") and m["bytes"] > 0
+    assert client.get("/api/images/" + "0" * 32 + "/meta").status_code == 404
+    assert client.get("/api/images/../../etc/passwd/meta").status_code == 404
+    t = client.get("/api/tags", params={"prefix": "espr"}).json()
+    assert t["tags"][:2] == ["espresso maker", "espresso"] or set(t["tags"][:2]) == {"espresso", "espresso maker"}
+    assert t["text"] is False
+    s = client.get("/api/stats").json()
+    assert s["tags"] is True and s["text"] is False

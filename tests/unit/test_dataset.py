@@ -13,7 +13,7 @@ def test_round_trip_is_exact(tmp_path):
     table, vecs = make_table()
     part = dset.write_part(table, tmp_path)
     assert part.name.startswith("part-") and not list(tmp_path.glob(".*.tmp"))
-    assert pq.read_schema(part).metadata[b"imgsearch.schema_version"] == b"1"
+    assert pq.read_schema(part).metadata[b"imgsearch.schema_version"] == dset.SCHEMA_VERSION.encode()
     batches = list(dset.iter_embedded(tmp_path))
     got = np.concatenate([dset.vectors_of(b) for b in batches])
     ids = sum((b.column("id").to_pylist() for b in batches), [])

@@ -57,7 +57,7 @@ def test_local_engine_commits_bounded_parts_and_records_failures(tmp_path, photo
 class ExplodingEmbedder:
     name, dim, prep = "boom", 4, Preprocess(crop=32, resize=36)
 
-    def embed(self, pixels):
+    def embed_tagged(self, pixels):
         raise RuntimeError("out of memory\nsecond line")
 
 

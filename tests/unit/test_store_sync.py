@@ -26,6 +26,11 @@ class FakeStore:
     def ensure_collection(self, model, dim):
         return f"images_{model}"
 
+    def fields(self, name):
+        from imgsearch.store import CURRENT_FIELDS
+
+        return CURRENT_FIELDS
+
     def file_keys(self, name):
         return dict(self.rows)
 

@@ -21,7 +21,8 @@ from imgsearch.reduce import Moments
 from imgsearch.buckets import BucketConfig
 from imgsearch.sources import FileRecord, ListingReport, is_bucket, list_images, local_path, normalize_uri, path_to_uri
 
-DATASET_COLUMNS = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime")
+DATASET_COLUMNS = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime", "format", "tags",
+                   "tag_scores")
 
 
 @dataclass(frozen=True)

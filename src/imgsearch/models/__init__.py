@@ -14,5 +14,6 @@ from imgsearch.models.registry import (
 # Importing the modules registers their models.
 from imgsearch.models import efficientnet as _efficientnet  # noqa: F401,E402
 from imgsearch.models import resnet as _resnet  # noqa: F401,E402
+from imgsearch.models import clip as _clip  # noqa: F401,E402
 
 __all__ = ["ALLOCATOR_ENV", "CpuFeatures", "cpu_features", "Embedder", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]

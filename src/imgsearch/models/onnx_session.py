@@ -56,7 +56,7 @@ def export_onnx(spec: ModelSpec, module, cache_dir: Path) -> Path:
     may export at once)."""
     import torch
 
-    path = Path(cache_dir) / "onnx" / f"{spec.name}-{weights_digest(module)}-torch{torch.__version__}-op{OPSET}.onnx"
+    path = Path(cache_dir) / "onnx" / f"{spec.name}-r{spec.revision}-{weights_digest(module)}-torch{torch.__version__}-op{OPSET}.onnx"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,9 @@ def export_onnx(spec: ModelSpec, module, cache_dir: Path) -> Path:
     example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path (a fused op) has no ONNX export: trace the plain ops
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
@@ -73,9 +76,16 @@ def export_onnx(spec: ModelSpec, module, cache_dir: Path) -> Path:
         os.replace(tmp, path)
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise ModelError(f"{spec.name}: export to ONNX failed ({type(exc).__name__}: {exc}); "
+        raise ModelError(f"{spec.name}: export to ONNX failed ({type(exc).__name__}: {first_line(exc)}); "
                          "use runtime torch") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return path
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class OnnxSession:

@@ -84,6 +84,7 @@ class Embedder:
         dev = resolve_device(device)
         self.plan: Plan = choose(dev.type, precision, runtime, cpu_features())
         module = spec.build(weights)
+        self.module = module  # the torch network (the text tower of an image-text model is used from it)
         self.session = None
         if self.plan.runtime == "onnx":
             from imgsearch.models.onnx_session import OnnxSession
@@ -109,15 +110,50 @@ class Embedder:
     def precision(self) -> str:
         return self.plan.precision
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classifier head's vocabulary (empty: the model does not auto-tag)."""
+        return self.spec.labels
+
+    @property
+    def has_text(self) -> bool:
+        return self.spec.text
+
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, dim) float32 with unit L2 norm."""
+        return self.embed_tagged(pixels)[0]
+
+    def embed_tagged(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, H, W, 3) uint8 -> ((N, dim) unit vectors, (N, labels) class probabilities or None): one forward pass."""
         if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
             raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+        n_labels = len(self.spec.labels)
         if len(pixels) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        feats = np.asarray(self.session.features(pixels), dtype=np.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.dim:  # pragma: no cover - a registration bug
-            raise ModelError(f"model {self.name} produced {feats.shape[1:]}-d vectors, registry says {self.dim}")
+            return np.zeros((0, self.dim), dtype=np.float32), (np.zeros((0, n_labels), np.float32) if n_labels
+                                                                 else None)
+        out = np.asarray(self.session.features(pixels), dtype=np.float32)
+        if out.ndim != 2 or out.shape[1] != self.dim + n_labels:  # pragma: no cover - a registration bug
+            raise ModelError(f"model {self.name} produced {out.shape[1:]}-d outputs, registry says "
+                             f"{self.dim} + {n_labels} labels")
+        feats = out[:, :self.dim]
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        vectors = feats / np.maximum(norms, 1e-12)
+        if not n_labels:
+            return vectors, None
+        logits = out[:, self.dim:]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return vectors, e / e.sum(axis=1, keepdims=True)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Text queries -> (N, dim) unit vectors in the image vectors' space (image-text models only). Runs the
+        text tower with torch, whatever runtime the image tower uses."""
+        if not self.spec.text:
+            raise ModelError(f"model {self.name} has no text encoder; models that search by text: "
+                             f"{', '.join(m.name for m in list_models() if m.text) or 'none registered'}")
+        import torch
+
+        with torch.inference_mode():
+            feats = self.module.encode_text(list(texts)).float().cpu().numpy()
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)
 

@@ -11,7 +11,13 @@ from imgsearch.imaging import Preprocess
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a model is: its name, output dim, input preprocessing and how to build it (with optional weights file)."""
+    """What a model is: its name, output dim, input preprocessing and how to build it (with optional weights file).
+
+    `labels`: a classifier head's vocabulary. The built network then returns its `dim` features followed by one logit
+    per label in one output, so every runtime (torch, ONNX) computes vectors and auto-tags in the same forward pass.
+    `text`: the built network also has `encode_text(list[str]) -> (N, dim)` (an image-text model: CLIP).
+    `revision` changes whenever the built graph does (it names cached exports).
+    """
 
     name: str
     dim: int
@@ -21,3 +27,7 @@ class ModelSpec:
     std: tuple[float, float, float]
     build: Callable[[Path | None], "object"] = field(repr=False, compare=False)
     description: str = ""
+    labels: tuple[str, ...] = field(default=(), repr=False)
+    text: bool = False
+    revision: int = 1
+    extra: str = ""  # the pip extra that provides the model's code, if not installed by default

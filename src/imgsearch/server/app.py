@@ -6,20 +6,24 @@ import mimetypes
 import secrets
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from imgsearch import __version__
 from imgsearch.config import Settings, get_settings
 from imgsearch.server.metrics import Metrics
-from imgsearch.service import BadImage, NotAnImage, SearchOutcome, SearchService, SourceUnavailable, valid_id
+from imgsearch.query import MAX_TEXT_CHARS
+from imgsearch.service import (BadImage, BadQuery, NotAnImage, SearchOutcome, SearchService, SourceUnavailable,
+                               valid_id)
 from imgsearch.sources import display_name
 
 STATIC = Path(__file__).parent / "static"
@@ -31,6 +35,31 @@ class Result(BaseModel):
     path: str
     name: str
     score: float
+    thumbnail_url: str
+    image_url: str
+    tags: list[str] = []
+    tag_scores: list[float] = []
+
+
+class SearchBody(BaseModel):
+    """A search without an image, as JSON: by text (image-text models) and/or by tag keywords."""
+    text: Optional[str] = Field(None, max_length=MAX_TEXT_CHARS, description="words (CLIP models)")
+    tag: list[str] = Field([], max_length=8, description="keywords: images auto-tagged with any of them")
+    k: int = Field(10, ge=1, le=100)
+    path_prefix: Optional[str] = Field(None, max_length=4096)
+
+
+class ImageMeta(BaseModel):
+    id: str
+    path: str
+    name: str
+    width: int
+    height: int
+    bytes: int
+    mtime: Optional[str]
+    format: Optional[str]
+    tags: list[str]
+    tag_scores: list[float]
     thumbnail_url: str
     image_url: str
 
@@ -123,7 +152,8 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
             if stage != "batch":
                 m.search_stage.labels(stage).observe(ms / 1000)
         results = [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
-                          thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}")
+                          thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}",
+                          tags=list(h.tags), tag_scores=list(h.tag_scores))
                    for h in out.hits]
         return SearchResponse(results=results, k=k, count=svc().count(), model=svc().model_name,
                               took_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -133,21 +163,66 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         return HTTPException(415 if isinstance(exc, NotAnImage) else 422, str(exc))
 
     # -- routes -------------------------------------------------------------------------------------------------
-    @app.post("/api/search", response_model=SearchResponse, dependencies=[Read])
-    async def search(file: Annotated[UploadFile, File(description="the query image")],
-                     k_query: KQuery = None,
-                     k_form: Annotated[Optional[int], Form(alias="k", ge=1, le=100)] = None,
-                     path_prefix: Annotated[Optional[str], Form(max_length=4096)] = None,
-                     path_prefix_q: Annotated[Optional[str], Query(alias="path_prefix", max_length=4096)] = None):
-        """Top-k indexed images most similar to the uploaded one. `k` as query or form field (default 10)."""
-        started = time.perf_counter()
-        k = k_form or k_query or 10
-        data = await read_upload(file)
+    async def answer(started: float, k: int, data: bytes | None, text: str | None, tags: list[str],
+                     path_prefix: str | None) -> SearchResponse:
+        tags = [t for t in tags if t and t.strip()]
+        sv = svc()
         try:
-            out = await run_in_threadpool(svc().search_bytes, data, k, path_prefix or path_prefix_q)
+            if data is not None:
+                if text:
+                    raise BadQuery("give an image or a text, not both")
+                out = await run_in_threadpool(sv.search_bytes, data, k, path_prefix, tags or None)
+            elif text:
+                out = await run_in_threadpool(sv.search_text, text, k, path_prefix, tags or None)
+            elif tags:
+                out = await run_in_threadpool(sv.search_tags, tags, k, path_prefix)
+            else:
+                raise BadQuery("nothing to search for: send an image (file), a text or a tag")
         except (NotAnImage, BadImage) as exc:
             raise image_error(exc) from None
+        except BadQuery as exc:
+            raise HTTPException(422, str(exc)) from None
         return to_response(out, k, started)
+
+    @app.post("/api/search", response_model=SearchResponse, dependencies=[Read], openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": SearchBody.model_json_schema()}}}})
+    async def search(request: Request,
+                     file: Annotated[Optional[UploadFile], File(description="the query image")] = None,
+                     k_query: KQuery = None,
+                     k_form: Annotated[Optional[int], Form(alias="k", ge=1, le=100)] = None,
+                     text: Annotated[Optional[str], Form(max_length=MAX_TEXT_CHARS,
+                                                         description="words (CLIP models)")] = None,
+                     tag: Annotated[list[str], Form(description="keywords: only images tagged with any")] = [],
+                     path_prefix: Annotated[Optional[str], Form(max_length=4096)] = None,
+                     path_prefix_q: Annotated[Optional[str], Query(alias="path_prefix", max_length=4096)] = None):
+        """Top-k indexed images for an uploaded image (`file`), a `text` (models with a text encoder) or `tag`
+        keywords (models that auto-tag); `tag` with an image or text keeps only images with those tags. A form
+        (multipart: needed for a file) or JSON ({"text", "tag", "k", "path_prefix"}). `k` default 10."""
+        started = time.perf_counter()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = SearchBody.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors()) from None
+            return await answer(started, body.k, None, body.text, body.tag, body.path_prefix)
+        k = k_form or k_query or 10
+        data = await read_upload(file) if file is not None else None
+        return await answer(started, k, data, text, tag, path_prefix or path_prefix_q)
+
+    @app.get("/api/search", response_model=SearchResponse, dependencies=[Read])
+    async def search_get(text: Annotated[Optional[str], Query(max_length=MAX_TEXT_CHARS)] = None,
+                         tag: Annotated[list[str], Query(max_length=200)] = [],
+                         k: KQuery = None,
+                         path_prefix: Annotated[Optional[str], Query(max_length=4096)] = None):
+        """Search by `text` and/or `tag` keywords in the URL (a shareable link)."""
+        return await answer(time.perf_counter(), k or 10, None, text, tag, path_prefix)
+
+    @app.get("/api/tags", dependencies=[Read])
+    async def tags(prefix: Annotated[str, Query(max_length=100)] = "",
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 50):
+        """The tags the served model gives (its classifier's labels) starting with `prefix`: for suggestions."""
+        sv = svc()
+        return {"model": sv.model_name, "tags": sv.tag_vocabulary(prefix, limit), "text": sv.embedder.has_text}
 
     @app.get("/api/images/{image_id}/similar", response_model=SearchResponse, dependencies=[Read])
     async def similar(image_id: str, k: KQuery = None,
@@ -175,6 +250,20 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         media = mimetypes.guess_type(got.name)[0] or "application/octet-stream"
         return StreamingResponse(iterate_in_threadpool(got.chunks()), media_type=media,
                                  headers={**headers, "Content-Length": str(got.stream.size())})
+
+    @app.get("/api/images/{image_id}/meta", response_model=ImageMeta, dependencies=[Read])
+    async def image_meta(image_id: str):
+        """What is stored about an indexed image: path, size, dimensions, format, date, tags."""
+        rec = await run_in_threadpool(svc().record, image_id)
+        if rec is None:
+            raise HTTPException(404, "no indexed image with this id")
+        mtime = rec.get("mtime_us") or 0
+        return ImageMeta(id=rec["id"], path=rec["path"], name=display_name(rec["path"]), width=rec.get("width") or 0,
+                         height=rec.get("height") or 0, bytes=rec.get("bytes") or 0,
+                         mtime=datetime.fromtimestamp(mtime / 1e6, timezone.utc).isoformat() if mtime else None,
+                         format=rec.get("format") or None, tags=list(rec.get("tags") or []),
+                         tag_scores=[round(float(p), 4) for p in rec.get("tag_scores") or []],
+                         thumbnail_url=f"/api/images/{image_id}/thumbnail", image_url=f"/api/images/{image_id}")
 
     @app.get("/api/images/{image_id}/thumbnail", dependencies=[Read])
     async def thumbnail(image_id: str):
@@ -205,6 +294,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         sv = svc()
         info = await run_in_threadpool(sv.info)
         return {"count": info.count if info else 0, "model": sv.model_name, "dim": info.dim if info else sv.embedder.dim,
+                "text": sv.embedder.has_text, "tags": bool(sv.embedder.labels) and (info is None or info.has_tags),
                 "reducer": info.reducer if info else None,
                 "collection": info.name if info else None, "index_type": info.index_type if info else None,
                 "db": sv.db, "uptime_s": round(time.time() - sv.started, 1), "version": __version__,

@@ -130,7 +130,10 @@ def too_large_rows(batches: Iterator[pa.RecordBatch], model: str, dim: int, limi
 
 def stream_parquet(spark, uri: str, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Embedded rows of a dataset on any Hadoop file system, streamed to the driver (for loading into Milvus)."""
-    df = spark.read.parquet(as_uri(uri)).filter("error IS NULL").select(*columns)
+    # mergeSchema: parts written before a column existed (tags) must not hide it in the newer parts
+    df = spark.read.option("mergeSchema", "true").parquet(as_uri(uri)).filter("error IS NULL")
+    columns = [c for c in columns if c in df.columns]
+    df = df.select(*columns)
     schema = pa.schema([dset.SCHEMA.field(c) for c in columns])
     rows = []
     for row in df.toLocalIterator(prefetchPartitions=True):

@@ -1,0 +1,170 @@
+"""Neighbour quality on labelled image sets from packages (sub-folder = class), leave-one-out:
+mAP / P@1 / recall@5 for EfficientNet-Lite0/1/2, average vs GeM pooling, flip test-time augmentation, and the
+post-processing variants of imgsearch.evaluation (centring, alpha query expansion, PCA whitening), with img/s.
+
+Sets (nothing committed; Debian packages installed by bench.datasets):
+* stamps: tuxpaint-stamps-default, one class per stamp folder (animals/birds, ...): drawings and photo cut-outs;
+* openclipart: openclipart-png, one class per two-level folder (animals/mammals, food/fruit, ...), at most 40 per
+  class: line-art and clip-art;
+* wesnoth: wesnoth-1.16-data unit sprites (72 px), one class per faction folder, base sprites only (no animation
+  frames): pixel art.
+No labelled photo set ships in a package reachable here; these are all drawings of some kind (said in the README).
+
+Vectors are computed once per (model, pooling, flip) with torch fp32 on the decoded crops of the indexing path
+(identical to the ONNX runtime's to cosine 0.99999); img/s is the product Embedder's forward rate (auto runtime,
+all cores) on a batch of 32 crops, the indexing engine's batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import log, save
+from bench.datasets import OPENCLIPART, ensure_debian_package
+from bench.eval import STAMPS, stamp_classes
+
+WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/images/units")
+MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def openclipart_classes(min_per_class: int = 8, max_per_class: int = 40) -> dict[str, list[Path]]:
+    classes: dict[str, list[Path]] = {}
+    for p in sorted(OPENCLIPART.rglob("*.png")):
+        rel = p.parent.relative_to(OPENCLIPART).parts
+        if len(rel) >= 2:
+            classes.setdefault("/".join(rel[:2]), []).append(p)
+    return {k: v[:max_per_class] for k, v in classes.items() if len(v) >= min_per_class}
+
+
+def wesnoth_classes(min_per_class: int = 5) -> dict[str, list[Path]]:
+    classes: dict[str, list[Path]] = {}
+    for race in sorted(d for d in WESNOTH.iterdir() if d.is_dir()):
+        files = [p for p in sorted(race.rglob("*.png")) if "-" not in p.stem]
+        if len(files) >= min_per_class:
+            classes[race.name] = files
+    return classes
+
+
+MAX_PIXELS = 50_000_000
+
+
+def _pixels(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.width * im.height
+
+
+def labelled_sets(quick: bool) -> dict[str, tuple[list[Path], list[str]]]:
+    needs = {"tuxpaint-stamps-default": STAMPS, "openclipart-png": OPENCLIPART, "wesnoth-1.16-data": WESNOTH}
+    missing = [pkg for pkg, probe in needs.items() if not ensure_debian_package(pkg, probe)]
+    if missing:
+        raise RuntimeError(f"the quality benchmark needs the Debian packages {', '.join(missing)}")
+    out = {}
+    for name, classes in (("stamps", stamp_classes()), ("openclipart", openclipart_classes()),
+                          ("wesnoth", wesnoth_classes())):
+        files, labels = [], []
+        for cls, paths in sorted(classes.items()):
+            for p in paths[: 4 if quick else None]:
+                if _pixels(p) <= MAX_PIXELS:  # a few openclipart posters exceed the indexing pixel limit
+                    files.append(p)
+                    labels.append(cls)
+        out[name] = (files, labels)
+    return out
+
+
+def features(model: str, files: list[Path], flip: bool) -> dict[str, np.ndarray]:
+    """avg- and GeM-pooled features of every file (decoded as indexing decodes), with torch fp32."""
+    import torch
+
+    from imgsearch.imaging import decode_image
+    from imgsearch.models import get_spec
+    from imgsearch.models.efficientnet import GEM_P
+
+    spec = get_spec(model)
+    net = spec.build(None).eval()
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    avg, gem = [], []
+    for start in range(0, len(files), 32):
+        crops = np.stack([decode_image(p.read_bytes(), spec.prep, MAX_PIXELS).pixels for p in files[start:start + 32]])
+        if flip:
+            crops = crops[:, :, ::-1].copy()
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - mean) / std
+        with torch.inference_mode():
+            fmap = net.inner.extract_features(x)
+            avg.append(fmap.mean(dim=(2, 3)).numpy())
+            gem.append(fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1 / GEM_P).numpy())
+    return {"avg": np.concatenate(avg), "gem": np.concatenate(gem)}
+
+
+def forward_rate(model: str, repeats: int = 3) -> float:
+    """Images per second of the product's Embedder (auto runtime) on batches of 32 crops."""
+    from imgsearch.models import create_model
+
+    emb = create_model(model)
+    crop = emb.prep.crop
+    x = np.random.default_rng(0).integers(0, 256, (32, crop, crop, 3), dtype=np.uint8)
+    emb.embed(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        emb.embed(x)
+        best = min(best, time.perf_counter() - t)
+    return round(32 / best, 1)
+
+
+def run(quick: bool = False) -> dict:
+    from imgsearch.evaluation import postprocessed_metrics
+    from imgsearch.vectors import unit
+
+    sets = labelled_sets(quick)
+    models = MODELS[:1] if quick else MODELS
+    started = time.perf_counter()
+    rows: list[dict] = []
+    for model in models:
+        rate = forward_rate(model)
+        log(f"quality: {model} forward {rate} img/s")
+        per_set: dict[str, dict] = {}
+        for set_name, (files, labels) in sets.items():
+            plain = features(model, files, flip=False)
+            flipped = features(model, files, flip=True)
+            for pooling in ("avg", "gem"):
+                for tta in (False, True):
+                    x = unit(plain[pooling]) + (unit(flipped[pooling]) if tta else 0)
+                    for post, m in postprocessed_metrics(x, labels).items():
+                        per_set.setdefault((pooling, tta, post), {})[set_name] = {
+                            k: round(m[k], 4) for k in ("mAP", "P@1", "recall@5")}
+            log(f"quality: {model} {set_name} done ({len(files)} images)")
+        for (pooling, tta, post), got in per_set.items():
+            rows.append({"model": model, "pooling": pooling, "flip_tta": tta, "post": post,
+                         "img_per_s": round(rate / (2 if tta else 1), 1), "sets": got})
+    base = next(r for r in rows if r["model"] == MODELS[0] and r["pooling"] == "avg" and not r["flip_tta"]
+                and r["post"] == "none")
+    for r in rows:
+        r["mAP_gain"] = {s: round(r["sets"][s]["mAP"] - base["sets"][s]["mAP"], 4) for s in r["sets"]}
+        r["raises_every_set"] = all(g > 0 for g in r["mAP_gain"].values())
+    figures = {
+        "sets": {name: {"images": len(f), "classes": len(set(lab))} for name, (f, lab) in sets.items()},
+        "baseline": "efficientnet_lite0, average pooling, no TTA, no post-processing (the default before this run)",
+        "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+    }
+    save("quality", figures, quick)
+    return figures
+
+
+def markdown(figures: dict) -> str:
+    """The README's quality table: one line per configuration, mAP (P@1) per set, img/s, gain over the baseline."""
+    sets = list(figures["sets"])
+    head = ("| configuration | " + " | ".join(f"{s} mAP (P@1)" for s in sets) + " | img/s | raises mAP on every set |\n"
+            "|---|" + "---|" * len(sets) + "---|---|\n")
+    lines = []
+    for r in figures["rows"]:
+        name = f"{r['model']}, {r['pooling']} pooling" + (", flip TTA" if r["flip_tta"] else "") + \
+               ("" if r["post"] == "none" else f", {r['post']}")
+        cells = " | ".join(f"{r['sets'][s]['mAP']:.3f} ({r['sets'][s]['P@1']:.3f})" for s in sets)
+        lines.append(f"| {name} | {cells} | {r['img_per_s']} | {'yes' if r['raises_every_set'] else 'no'} |")
+    return head + "\n".join(lines) + "\n"
