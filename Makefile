@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - venv + install, build the sample photo set, index it into Milvus Lite, run a sample search,
-#                 then serve the web page on it (SERVE=0 to stop after the search)
+#   make demo   - venv + install, build the demo collection (a few thousand images from Debian packages; DEMO=small:
+#                 21 photos), index it into Milvus Lite, run a sample search, then serve the web app on it
+#                 (SERVE=0 to stop after the search)
 #   make test   - venv + install, run the test suite (what CI runs; `make test-fast`: the unit tier only)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +21,7 @@ SERVE  ?= 1
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install browser demo demo-data test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +38,27 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will be skipped"; }
 
-demo: install
+# DEMO=full (default): a few thousand images from Debian packages (installed here if missing and root);
+# DEMO=small: the 21 sample photos from PyPI packages and edited copies (no Debian packages needed).
+DEMO_PKGS := plasma-workspace-wallpapers tuxpaint-stamps-default openclipart-png
+demo-data:
+	@missing=""; for p in $(DEMO_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not root: the demo uses what is installed (apt-get install$$missing for all of it)"; fi; fi
+
+demo: install $(if $(filter small,$(DEMO)),,demo-data)
+ifeq ($(DEMO),small)
 	$(BIN)/imgsearch sample-data $(DATA)/samples --variants
 	$(BIN)/imgsearch index $(DATA)/samples --db $(DB)
-	$(BIN)/imgsearch stats --db $(DB)
 	$(BIN)/imgsearch search $(DATA)/samples-variants/skimage_chelsea__crop80.jpg --db $(DB) -k 5
-	@if [ "$(SERVE)" = 1 ]; then echo "open http://$(HOST):$(PORT)/ to search the sample set from the web page"; \
+else
+	test -d $(DATA)/demo || $(BIN)/imgsearch sample-data $(DATA)/demo --demo
+	$(BIN)/imgsearch index $(DATA)/demo --db $(DB)
+	$(BIN)/imgsearch search --tag espresso --db $(DB) -k 5
+endif
+	$(BIN)/imgsearch stats --db $(DB)
+	@if [ "$(SERVE)" = 1 ]; then echo "open http://$(HOST):$(PORT)/ to search, browse and clean up the collection"; \
 	  $(BIN)/imgsearch serve --db $(DB) --host $(HOST) --port $(PORT); fi
 
 test: install browser

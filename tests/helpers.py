@@ -295,3 +295,26 @@ def make_clip_weights(name: str, folder: Path, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
     return path
+
+
+def webapp_collection(work: Path, photo_paths: list[Path]) -> tuple[Path, Path]:
+    """The web app's test collection: photos/a: 8 photos dated June 2020; photos/b: 8 photos dated March 2023, and
+    b/deep: 3 edited copies of a b photo (near-duplicates) plus a file that is no image (a failure). Indexed."""
+    from imgsearch import pipeline
+    from imgsearch.samples import write_variants
+
+    june_2020 = datetime(2020, 6, 15, 12, tzinfo=timezone.utc).timestamp()
+    march_2023 = datetime(2023, 3, 1, 12, tzinfo=timezone.utc).timestamp()
+    root = work / "photos"
+    a = copy_photos(photo_paths[:8], root / "a")
+    b = copy_photos(photo_paths[8:16], root / "b")
+    deep = root / "b" / "deep"
+    write_variants([b / photo_paths[8].name], deep, kinds=("crop90", "resize50", "jpeg40"))
+    (deep / "broken.jpg").write_bytes(b"not an image at all")
+    for folder, when in ((a, june_2020), (b, march_2023)):
+        for p in folder.rglob("*"):
+            if p.is_file():
+                os.utime(p, (when, when))
+    db = work / "web.db"
+    pipeline.index(str(root), str(db), "efficientnet_lite0", settings(), progress=False)
+    return db, root

@@ -185,13 +185,29 @@ def search(image: Optional[str] = typer.Argument(None, help="query image file (o
                                                help="model of the collection to search (needed only if several)"),
            weights: Optional[str] = WeightsOpt,
            collection: Optional[str] = typer.Option(None, "--collection", help="collection to search, if several"),
+           expand: bool = typer.Option(True, "--expand/--no-expand", help="query expansion (default on: "
+                                       "IMGSEARCH_QUERY_EXPANSION neighbours); --no-expand: plain nearest neighbours"),
+           folder: Optional[str] = typer.Option(None, "--folder", help="only images under this folder"),
+           date_from: Optional[str] = typer.Option(None, "--from", help="only files modified on/after YYYY-MM-DD"),
+           date_to: Optional[str] = typer.Option(None, "--to", help="only files modified on/before YYYY-MM-DD"),
+           min_width: Optional[int] = typer.Option(None, "--min-width", help="only images at least this wide"),
+           min_height: Optional[int] = typer.Option(None, "--min-height", help="only images at least this high"),
+           fmt: list[str] = typer.Option([], "--format", help="only these formats (JPEG, PNG, ...)"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON list")) -> None:
     """Find the K indexed images most similar to IMAGE, or matching --text, or tagged --tag."""
     from imgsearch import pipeline
+    from imgsearch.filters import FilterError
+    from imgsearch.filters import parse as parse_filters
     from imgsearch.sources import display_name
 
-    res = pipeline.search(image, db, k, _S, model=model, weights=weights, collection=collection, text=text,
-                          tags=tag or None)
+    try:
+        flt = parse_filters(folder=folder, date_from=date_from, date_to=date_to, min_width=min_width,
+                            min_height=min_height, formats=fmt)
+    except FilterError as exc:
+        raise ImgSearchError(str(exc)) from None
+    settings = _S if expand else _S.model_copy(update={"query_expansion": 0})
+    res = pipeline.search(image, db, k, settings, model=model, weights=weights, collection=collection, text=text,
+                          tags=tag or None, filters=None if flt.empty else flt)
     if as_json:
         typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6),
                                 "tags": list(h.tags)} for i, h in enumerate(res.hits)], indent=2))
@@ -434,10 +450,19 @@ def doctor(model: str = ModelOpt,
 @app.command("sample-data")
 def sample_data(out: str = typer.Argument(..., help="folder to fill with sample photos"),
                 variants: bool = typer.Option(False, "--variants",
-                                              help="also write modified copies (crop, resize, JPEG q40, flip)")) -> None:
-    """Assemble a small set of real photos from installed packages (scikit-image, scikit-learn) — no network."""
+                                              help="also write modified copies (crop, resize, JPEG q40, flip)"),
+                demo: bool = typer.Option(False, "--demo", help="the demo collection: a few thousand images from "
+                                          "Debian packages (wallpaper photos, tuxpaint stamps, openclipart) in folders")
+                ) -> None:
+    """Assemble real images from installed packages (scikit-image, scikit-learn; Debian for --demo) — no network."""
     from imgsearch import samples
 
+    if demo:
+        counts = samples.write_demo_set(out)
+        missing = [pkg for pkg, path in samples.DEMO_PACKAGES.items() if not path.is_dir()]
+        typer.echo(f"wrote {sum(counts.values())} images to {out} ({', '.join(f'{v} {k}' for k, v in counts.items())})"
+                   + (f"; not installed: {', '.join(missing)} (apt-get install them for the full demo)" if missing else ""))
+        return
     written = samples.write_sample_photos(out)
     typer.echo(f"wrote {len(written)} photos to {out}")
     if variants:

@@ -145,6 +145,16 @@ def prepare(path: str | os.PathLike[str], mode: str) -> None:
         f.unlink()
 
 
+def union_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """Every column any part has, typed as SCHEMA types it (parts of several writers differ in physical types, e.g.
+    Spark's naive nanosecond timestamps: the dataset casts each part to this)."""
+    fields: dict[str, pa.Field] = {}
+    for sch in schemas:
+        for f in sch:
+            fields.setdefault(f.name, SCHEMA.field(f.name) if f.name in SCHEMA.names else f)
+    return pa.schema(list(fields.values()), metadata=schemas[0].metadata)
+
+
 def has_data(path: str | os.PathLike[str]) -> bool:
     root = Path(path)
     return root.is_dir() and bool(part_files(root))
@@ -158,7 +168,7 @@ def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
         # parts written before a column existed (tags) lack it: the dataset's schema is the union of its parts'
         # (read from the footers only), so those rows read as null instead of the column vanishing
         schemas = [pq.read_schema(f) for f in files]
-        schema = schemas[0] if all(s.equals(schemas[0]) for s in schemas[1:]) else pa.unify_schemas(schemas)
+        schema = schemas[0] if all(s.equals(schemas[0]) for s in schemas[1:]) else union_schema(schemas)
         dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
     except pa.ArrowInvalid as exc:
         raise DatasetError(f"{path}: not a readable Parquet dataset: {exc}") from None

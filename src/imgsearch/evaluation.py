@@ -83,26 +83,31 @@ def centred(x: np.ndarray) -> np.ndarray:
     return unit(x - x.mean(axis=0, keepdims=True))
 
 
-def pca_whitened(x: np.ndarray, dims: int = 256) -> np.ndarray:
-    """PCA to `dims` (at most half the rows) with whitening, fitted on the collection itself, as
-    `imgsearch index --reduce DIMS --whiten` does."""
+def pca_reduced(x: np.ndarray, dims: int = 256, whiten: bool = False) -> np.ndarray:
+    """PCA to `dims` (at most half the rows), optionally whitened, fitted on the collection itself, as
+    `imgsearch index --reduce DIMS [--whiten]` does."""
     from imgsearch.reduce import fit_batches
 
     d = int(min(dims, max(2, len(x) // 2), x.shape[1]))
-    return fit_batches([x], "eval", dims=d, whiten=True).transform(x)
+    return fit_batches([x], "eval", dims=d, whiten=whiten).transform(x)
 
 
-POSTPROCESSING = ("none", "centred", "alpha-QE", "centred + alpha-QE", "PCA-whitened")
+POSTPROCESSING = ("none", "alpha-QE", "centred", "centred + alpha-QE", "PCA-256", "PCA-256 + alpha-QE",
+                  "PCA-256 whitened")
 
 
 def postprocessed_metrics(vectors: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
-    """labelled_metrics of each post-processing variant of the same vectors."""
+    """labelled_metrics of each post-processing variant of the same vectors (POSTPROCESSING names them)."""
     x = unit(vectors)
     c = centred(x)
-    out = {"none": labelled_metrics(x, labels), "centred": labelled_metrics(c, labels),
+    p = pca_reduced(x, 256)
+    out = {"none": labelled_metrics(x, labels),
            "alpha-QE": labelled_metrics(x, labels, queries=alpha_query_expansion(x)),
-           "centred + alpha-QE": labelled_metrics(c, labels, queries=alpha_query_expansion(c))}
-    out["PCA-whitened"] = labelled_metrics(pca_whitened(x), labels)
+           "centred": labelled_metrics(c, labels),
+           "centred + alpha-QE": labelled_metrics(c, labels, queries=alpha_query_expansion(c)),
+           "PCA-256": labelled_metrics(p, labels),
+           "PCA-256 + alpha-QE": labelled_metrics(p, labels, queries=alpha_query_expansion(p)),
+           "PCA-256 whitened": labelled_metrics(pca_reduced(x, 256, whiten=True), labels)}
     return out
 
 

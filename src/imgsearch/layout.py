@@ -43,3 +43,8 @@ def embeddings_root_for(db: str, settings: Settings) -> Path:
 def embeddings_dir_for(db: str, model: str, settings: Settings) -> Path:
     """The Parquet dataset `index` keeps beside a database: what makes reruns incremental and Milvus repairable."""
     return embeddings_root_for(db, settings) / model
+
+
+def runs_log_for(db: str, settings: Settings) -> Path:
+    """One JSON line per finished `index` run into the database (what the status view shows as the last run)."""
+    return embeddings_root_for(db, settings).with_suffix(".runs.jsonl")

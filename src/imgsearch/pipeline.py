@@ -23,12 +23,14 @@ from imgsearch.core import Outcome, failure_table
 from imgsearch.engines import Engine, EngineOptions, create_engine, engine_for
 from imgsearch.errors import DatasetError, ImgSearchError
 from imgsearch.jobs import EmbedJob, EmbedReport
-from imgsearch.layout import REDUCER_SUBDIR, embeddings_dir_for, embeddings_root_for, is_server_uri, reducers_dir
+from imgsearch.layout import (REDUCER_SUBDIR, embeddings_dir_for, embeddings_root_for, is_server_uri, reducers_dir,
+                              runs_log_for)
 from imgsearch.models import get_spec
 from imgsearch.query import QueryEncoder, check_text, match_tags
 from imgsearch.reduce import MAX_COVARIANCE_DIM, ReduceError, Reducer, fit_from_moments, fit_wide, recall_at_k
 from imgsearch.sources import is_remote, local_path
 from imgsearch.progress import progress as show_progress
+from imgsearch.filters import Filters
 from imgsearch.store import CURRENT_FIELDS, CollectionInfo, CollectionRows, Hit, open_store
 
 
@@ -152,6 +154,46 @@ def index(src: str, db: str, model: str, settings: Settings, *, weights: str | N
         from imgsearch.reduce import parse_target
 
         variance, dims = parse_target(reduce_target)
+    started = time.time()
+    rep = _index(src, db, model, settings, weights=weights, out=out, batch_size=batch_size, workers=workers,
+                 progress=progress, engine=engine, options=options, variance=variance, dims=dims, whiten=whiten,
+                 sync=sync, retry_failed=retry_failed, overwrite=overwrite)
+    log_run(db, settings, src, engine, rep, started)
+    return rep
+
+
+def log_run(db: str, settings: Settings, src: str, engine: str, rep: IndexReport, started: float) -> None:
+    """Append the run's summary to the database's runs log (the status view's "last indexing run")."""
+    import json
+    from datetime import datetime, timezone
+
+    e = rep.embed
+    line = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": src, "engine": engine,
+            "model": e.model, "new": e.new, "changed": e.changed, "unchanged": e.unchanged, "embedded": e.embedded,
+            "failed": e.failed + e.failed_unchanged, "removed": e.removed, "loaded": sum(rep.load.written.values()),
+            "count": sum(rep.load.counts.values()), "seconds": round(time.time() - started, 1)}
+    path = runs_log_for(db, settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+    except OSError:  # a read-only data dir must not fail a finished run
+        pass
+
+
+def last_run(db: str, settings: Settings) -> dict | None:
+    import json
+
+    path = runs_log_for(db, settings)
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError:
+        return None
+    return json.loads(lines[-1]) if lines else None
+
+
+def _index(src: str, db: str, model: str, settings: Settings, *, weights, out, batch_size, workers, progress, engine,
+           options, variance, dims, whiten, sync, retry_failed, overwrite) -> IndexReport:
     job = EmbedJob.from_settings(settings, model, weights=weights, batch_size=batch_size, workers=workers,
                                  progress=progress)
     emb_dir = out or str(embeddings_dir_for(db, model, settings))
@@ -160,7 +202,7 @@ def index(src: str, db: str, model: str, settings: Settings, *, weights: str | N
             rep = embed_with(eng, src, emb_dir, job, overwrite=True)
             return IndexReport(rep, load_with(eng, emb_dir, db, settings), embeddings=emb_dir)
         rep = embed_with(eng, src, emb_dir, job, overwrite=overwrite, sync=sync, retry_failed=retry_failed)
-        if reduce_target is None:
+        if variance is None and dims is None:
             return IndexReport(rep, sync_store(emb_dir, db, model, settings, rep, sync=sync, force=overwrite),
                                embeddings=emb_dir)
         parent = None if is_server_uri(db) else Path(db).parent
@@ -230,7 +272,17 @@ def duplicates(db: str, settings: Settings, *, threshold: float | None = None, m
                collection: str | None = None, method: str = "auto", progress: bool | None = None) -> dict:
     """Near-duplicate groups among the indexed images (see imgsearch.duplicates). `method`: exact (every pair),
     ann (IVF candidates, exact scores, recall measured on a sample) or auto (exact up to duplicates_exact_max)."""
-    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_links_ann, find_links_exact, groups_from_links
+    with open_store(db, settings) as store:
+        info = store.collection_for(model, collection)
+        found = duplicate_links(store, info, db, settings, threshold=threshold, method=method, progress=progress)
+    return duplicate_groups(found, threshold=found["threshold"])
+
+
+def duplicate_links(store, info: CollectionInfo, db: str, settings: Settings, *, threshold: float | None = None,
+                    method: str = "auto", progress: bool | None = None) -> dict:
+    """Every pair of the collection's images linked at cosine >= threshold, with the rows' small columns: what
+    `duplicate_groups` turns into groups at this or any higher threshold (the service computes links once)."""
+    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_links_ann, find_links_exact
 
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0 < t <= 1:
@@ -239,32 +291,43 @@ def duplicates(db: str, settings: Settings, *, threshold: float | None = None, m
         raise ImgSearchError(f"--method is auto, exact or ann, got {method!r}")
     started = time.perf_counter()
     keep = ["id", "path", "width", "height", "bytes"]
-    with open_store(db, settings) as store:
-        info = store.collection_for(model, collection)
-        rows = CollectionRows(store, info, keep, embeddings_dir_for(db, info.model, settings))
-        use_ann = method == "ann" or (method == "auto" and len(rows) > settings.duplicates_exact_max)
-        if use_ann:
-            cols: dict[str, list] = {c: [] for c in keep}
+    rows = CollectionRows(store, info, keep, embeddings_dir_for(db, info.model, settings))
+    use_ann = method == "ann" or (method == "auto" and len(rows) > settings.duplicates_exact_max)
+    if use_ann:
+        cols: dict[str, list] = {c: [] for c in keep}
 
-            def vectors():  # the one read of the collection: small columns kept, vectors handed to the search
-                for got, x in rows:
-                    for c in keep:
-                        cols[c] += got[c]
-                    yield x
+        def vectors():  # the one read of the collection: small columns kept, vectors handed to the search
+            for got, x in rows:
+                for c in keep:
+                    cols[c] += got[c]
+                yield x
 
-            with show_progress(2 * len(rows), "duplicates (ANN: stream, search)", progress) as advance:
-                links = find_links_ann(vectors, len(rows), info.dim, t, nprobe=settings.duplicates_nprobe,
-                                       advance=advance)
-        else:
-            cols, vectors = rows.materialise()
-            links = find_links_exact(vectors, t)
-            del vectors
+        with show_progress(2 * len(rows), "duplicates (ANN: stream, search)", progress) as advance:
+            links = find_links_ann(vectors, len(rows), info.dim, t, nprobe=settings.duplicates_nprobe,
+                                   advance=advance)
+    else:
+        cols, vectors = rows.materialise()
+        links = find_links_exact(vectors, t)
+        del vectors
+    return {"collection": info.name, "threshold": t, "links": links, "cols": cols, "source": rows.source,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def duplicate_groups(found: dict, threshold: float) -> dict:
+    """Groups of images linked at >= threshold (not below the threshold the links were found at), largest first."""
+    from imgsearch.duplicates import Links, groups_from_links
+
+    links, cols = found["links"], found["cols"]
+    if threshold < found["threshold"]:
+        raise ImgSearchError(f"threshold {threshold} is below {found['threshold']}, where links were searched")
+    keep = links.score >= threshold
+    sub = Links(links.i[keep], links.j[keep], links.score[keep], links.method, links.stats)
     n = len(cols["id"])
-    groups = groups_from_links(n, links, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
-    return {"collection": info.name, "images": n, "threshold": t, "method": links.method,
-            "search": links.stats, "source": rows.source, "seconds": round(time.perf_counter() - started, 2),
+    groups = groups_from_links(n, sub, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
+    return {"collection": found["collection"], "images": n, "threshold": threshold, "method": links.method,
+            "search": links.stats, "source": found["source"], "seconds": found["seconds"],
             "groups": [{"size": len(g.members), "min_similarity": g.min_link,
-                        "images": [{k: cols[k][i] for k in keep} for i in g.members]} for g in groups]}
+                        "images": [{k: cols[k][i] for k in cols} for i in g.members]} for g in groups]}
 
 
 @dataclass
@@ -275,10 +338,11 @@ class SearchResult:
 
 def search(image_path: str | None, db: str, k: int, settings: Settings, *, model: str | None = None,
            weights: str | None = None, collection: str | None = None, text: str | None = None,
-           tags: list[str] | None = None) -> SearchResult:
+           tags: list[str] | None = None, filters: "Filters | None" = None) -> SearchResult:
     """Top-k indexed images for an image file or a text (image-text models), among the images with any of `tags`
     if given; with tags alone, the images with those tags, most confident first. The query is embedded by the
-    collection's own model (and reduced by its PCA reducer, if it has one)."""
+    collection's own model (and reduced by its PCA reducer, if it has one), then searched with query expansion
+    (settings.query_expansion neighbours; 0 = plain nearest neighbours)."""
     if image_path and text:
         raise ImgSearchError("give a query image or --text, not both")
     if not image_path and not text and not tags:
@@ -291,11 +355,12 @@ def search(image_path: str | None, db: str, k: int, settings: Settings, *, model
             raise ImgSearchError(f"collection {info.name} was indexed before images had tags: re-index it "
                                  "(imgsearch index SRC --overwrite) to search by tag")
         if not image_path and not text:
-            return SearchResult(info, store.tagged(info, labels or [], k))
+            return SearchResult(info, store.tagged(info, labels or [], k, filters=filters))
         encoder = QueryEncoder.for_collection(db, info, settings, weights=weights)
         vec = encoder.encode_text([text]) if text else encoder.encode_file(image_path, settings.max_pixels)
         # a one-off query sees every finished write
-        hits = store.search(info, vec, k, consistency="Strong", tags=labels)[0]
+        hits = store.search(info, vec, k, consistency="Strong", tags=labels, filters=filters,
+                            expand=settings.query_expansion, alpha=settings.query_expansion_alpha)[0]
     return SearchResult(info, hits)
 
 

@@ -121,3 +121,53 @@ def write_lfw_faces(out: str | Path, n: int = 200) -> list[Path]:
         Image.fromarray(arr).resize((100, 100), Image.Resampling.BICUBIC).save(path)
         written.append(path)
     return written
+
+
+# The demo collection: real images from Debian packages (installed by `make demo` where it can), nothing committed.
+DEMO_PACKAGES = {
+    "plasma-workspace-wallpapers": Path("/usr/share/wallpapers"),
+    "tuxpaint-stamps-default": Path("/usr/share/tuxpaint/stamps"),
+    "openclipart-png": Path("/usr/share/openclipart/png"),
+}
+DEMO_MAX_BYTES = 4 * 1024 * 1024  # a few openclipart posters are 10-50 MB: left out of the demo
+
+
+def write_demo_set(out: str | Path, drawings_per_folder: int = 25) -> dict[str, int]:
+    """A few thousand real images in folders: photos (the sample photos, the Plasma wallpaper photographs and edited
+    copies of some: near-duplicates), tuxpaint stamps by category (drawings and photo cut-outs), and openclipart
+    drawings, at most `drawings_per_folder` per category. Files keep their packages' dates (copy2), so browsing by
+    date means something. Returns images written per part; a missing package contributes nothing."""
+    dest = Path(out)
+    counts: dict[str, int] = {}
+    photos = write_sample_photos(dest / "photos" / "samples")
+    wallpapers = DEMO_PACKAGES["plasma-workspace-wallpapers"]
+    if wallpapers.is_dir():
+        for w in sorted(p for p in wallpapers.iterdir() if (p / "contents" / "images").is_dir()):
+            imgs = sorted({p.resolve() for p in (w / "contents" / "images").glob("*.*")}, key=lambda p: p.stat().st_size)
+            if imgs and imgs[-1].stat().st_size <= DEMO_MAX_BYTES:
+                target = dest / "photos" / "wallpapers" / f"{w.name}{imgs[-1].suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(imgs[-1], target)
+                photos.append(target)
+    edited = write_variants(photos[::3], dest / "photos" / "edited", kinds=("crop90", "resize50", "jpeg40"))
+    counts["photos"] = len(photos) + sum(map(len, edited.values()))
+    stamps = DEMO_PACKAGES["tuxpaint-stamps-default"]
+    counts["stamps"] = _copy_tree(stamps, dest / "stamps", per_folder=None) if stamps.is_dir() else 0
+    clipart = DEMO_PACKAGES["openclipart-png"]
+    counts["drawings"] = _copy_tree(clipart, dest / "drawings", per_folder=drawings_per_folder) if clipart.is_dir() else 0
+    return counts
+
+
+def _copy_tree(src: Path, dest: Path, per_folder: int | None) -> int:
+    n = 0
+    by_folder: dict[Path, list[Path]] = {}
+    for p in sorted(src.rglob("*")):
+        if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file() and p.stat().st_size <= DEMO_MAX_BYTES:
+            by_folder.setdefault(p.parent, []).append(p)
+    for folder, files in by_folder.items():
+        for p in files[:per_folder]:
+            target = dest / p.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, target)
+            n += 1
+    return n

@@ -30,6 +30,8 @@ from imgsearch.jobs import buckets_of
 from imgsearch.errors import ImgSearchError
 from imgsearch.query import QueryEncoder, check_text, match_tags
 from imgsearch.sources import display_name, image_id, is_bucket, path_to_uri, uri_to_path
+from imgsearch.browse import BrowseIndex, Page
+from imgsearch.filters import Filters
 from imgsearch.store import CollectionInfo, Hit, Store, collection_name, open_store
 
 ID_CHARS = frozenset("0123456789abcdef")
@@ -89,6 +91,8 @@ class _Query:
     path_prefix: str | None
     info: CollectionInfo
     tags: tuple[str, ...] | None = None  # only images with any of these tags
+    filters: Filters | None = None
+    expand: int = 0  # query expansion neighbours (0: off)
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -106,7 +110,8 @@ class QueryBatcher:
     most for company).
     """
 
-    def __init__(self, encoder: QueryEncoder, store: Store, max_batch: int, wait_ms: float):
+    def __init__(self, encoder: QueryEncoder, store: Store, max_batch: int, wait_ms: float, alpha: float = 3.0):
+        self.alpha = alpha  # query expansion's exponent
         self.encoder = encoder  # the collection's model and PCA reducer
         self.store = store
         self.max_batch = max_batch
@@ -155,12 +160,13 @@ class QueryBatcher:
         t1 = time.perf_counter()
         groups: dict[tuple, list[int]] = {}
         for i, (q, _) in enumerate(items):
-            groups.setdefault((q.info.name, q.k, q.path_prefix, q.tags), []).append(i)
+            groups.setdefault((q.info.name, q.k, q.path_prefix, q.tags, q.filters, q.expand), []).append(i)
         results: dict[int, list[Hit]] = {}
         for idx in groups.values():
             q0 = items[idx[0]][0]
             for i, hits in zip(idx, self.store.search(q0.info, vecs[idx], q0.k, path_prefix=q0.path_prefix,
-                                                      tags=q0.tags)):
+                                                      tags=q0.tags, filters=q0.filters, expand=q0.expand,
+                                                      alpha=self.alpha)):
                 results[i] = hits
         t2 = time.perf_counter()
         self.batches += 1
@@ -214,7 +220,8 @@ class SearchService:
                 self.encoder = QueryEncoder(embedder)
             self.embedder = self.encoder.embedder
             self.reducer = self.encoder.reducer
-            self.batcher = QueryBatcher(self.encoder, self.store, s.query_batch_max, s.query_batch_wait_ms)
+            self.batcher = QueryBatcher(self.encoder, self.store, s.query_batch_max, s.query_batch_wait_ms,
+                                        s.query_expansion_alpha)
         except Exception:
             self.store.close()
             raise
@@ -227,6 +234,9 @@ class SearchService:
         self._info: CollectionInfo | None = None
         self._info_at = 0.0
         self.started = time.time()
+        self.browse = BrowseIndex(self.store)
+        self._dups: dict = {}  # {"key": (collection, count), "found": links or None, "error": str, "thread": ...}
+        self._dups_lock = threading.Lock()
 
     def close(self) -> None:
         self.batcher.close()
@@ -262,8 +272,12 @@ class SearchService:
         except DecodeError as exc:
             raise BadImage(str(exc)) from None
 
+    def expansion(self, expand: bool) -> int:
+        return self.settings.query_expansion if expand else 0
+
     def search_bytes(self, data: bytes, k: int, path_prefix: str | None = None,
-                     tags: list[str] | None = None) -> SearchOutcome:
+                     tags: list[str] | None = None, filters: Filters | None = None,
+                     expand: bool = True) -> SearchOutcome:
         t0 = time.perf_counter()
         pixels = self.decode_upload(data).pixels
         t1 = time.perf_counter()
@@ -271,11 +285,12 @@ class SearchService:
         if info is None or info.count == 0:
             return SearchOutcome([], {"decode": (t1 - t0) * 1e3}, message=EMPTY_INDEX)
         labels = self.tag_labels(info, tags)
-        answer = self.batcher.search(_Query(pixels, k, path_prefix, info, labels))
+        answer = self.batcher.search(_Query(pixels, k, path_prefix, info, labels, filters, self.expansion(expand)))
         return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms})
 
     def search_text(self, text: str, k: int, path_prefix: str | None = None,
-                    tags: list[str] | None = None) -> SearchOutcome:
+                    tags: list[str] | None = None, filters: Filters | None = None,
+                    expand: bool = True) -> SearchOutcome:
         """Images matching a text query (collections of image-text models); BadQuery otherwise."""
         try:
             text = check_text(self.model_name, text)
@@ -289,17 +304,19 @@ class SearchService:
         with self._text_lock:  # one text forward pass at a time: torch runs it on every core anyway
             vec = self.encoder.encode_text([text])
         t1 = time.perf_counter()
-        hits = self.store.search(info, vec, k, path_prefix=path_prefix, tags=labels)[0]
+        hits = self.store.search(info, vec, k, path_prefix=path_prefix, tags=labels, filters=filters,
+                                 expand=self.expansion(expand), alpha=self.settings.query_expansion_alpha)[0]
         return SearchOutcome(hits, {"embed": (t1 - t0) * 1e3, "search": (time.perf_counter() - t1) * 1e3})
 
-    def search_tags(self, tags: list[str], k: int, path_prefix: str | None = None) -> SearchOutcome:
+    def search_tags(self, tags: list[str], k: int, path_prefix: str | None = None,
+                    filters: Filters | None = None) -> SearchOutcome:
         """Images auto-tagged with any of the labels the keywords mean, most confident first."""
         info = self.info()
         if info is None or info.count == 0:
             return SearchOutcome([], {}, message=EMPTY_INDEX)
         labels = self.tag_labels(info, tags)
         t0 = time.perf_counter()
-        hits = self.store.tagged(info, list(labels or ()), k, path_prefix=path_prefix)
+        hits = self.store.tagged(info, list(labels or ()), k, path_prefix=path_prefix, filters=filters)
         took = {"search": (time.perf_counter() - t0) * 1e3}
         return SearchOutcome(hits, took, message=None if hits else
                              f"no image is tagged {' or '.join(labels or ())}")
@@ -325,7 +342,8 @@ class SearchService:
         words = [lb for lb in labels if lb not in starts and any(w.startswith(p) for w in lb.lower().split())]
         return (starts + words)[:limit]
 
-    def similar(self, image_id_: str, k: int, path_prefix: str | None = None) -> SearchOutcome | None:
+    def similar(self, image_id_: str, k: int, path_prefix: str | None = None,
+                filters: Filters | None = None, expand: bool = True) -> SearchOutcome | None:
         """Neighbours of an indexed image (itself excluded); None if the id is not indexed."""
         info = self.info()
         if info is None or not valid_id(image_id_):
@@ -335,8 +353,76 @@ class SearchService:
         if not rows:
             return None
         vec = np.asarray(rows[0]["vector"], dtype=np.float32)[None]
-        hits = [h for h in self.store.search(info, vec, k + 1, path_prefix=path_prefix)[0] if h.id != image_id_][:k]
+        hits = [h for h in self.store.search(info, vec, k + 1, path_prefix=path_prefix, filters=filters,
+                                             expand=self.expansion(expand), exclude={image_id_},
+                                             alpha=self.settings.query_expansion_alpha)[0]
+                if h.id != image_id_][:k]
         return SearchOutcome(hits, {"search": (time.perf_counter() - t0) * 1e3})
+
+    # -- browsing, duplicates, status --------------------------------------------------------------------------------
+    def browse_page(self, filters: Filters, keywords: list[str] | None, sort: str, offset: int, limit: int) -> Page:
+        info = self.info()
+        if info is None:
+            return Page(0, [])
+        return self.browse.page(info, filters.with_tags(self.tag_labels(info, keywords)), sort, offset, limit)
+
+    def folders(self, parent: str | None) -> dict:
+        info = self.info()
+        if info is None:
+            return {"folder": "", "images_here": 0, "total": 0, "children": []}
+        return self.browse.folders(info, parent)
+
+    DUPLICATES_MIN = 0.6  # links are searched once at this similarity; any higher threshold is a filter of them
+
+    def duplicates(self, threshold: float, wait_s: float = 10.0) -> dict | None:
+        """Near-duplicate groups at `threshold` (>= DUPLICATES_MIN), largest first; None while they are still
+        being computed (in a background thread, started by the first request, kept until the collection changes)."""
+        from imgsearch import pipeline
+
+        info = self.info()
+        if info is None:
+            return {"images": 0, "threshold": threshold, "groups": []}
+        key = (info.name, info.count)
+        with self._dups_lock:
+            if self._dups.get("key") != key or self._dups.get("error"):
+                def work(info=info):
+                    try:
+                        found = pipeline.duplicate_links(self.store, info, self.db, self.settings,
+                                                         threshold=self.DUPLICATES_MIN, progress=False)
+                        self._dups["found"] = found
+                    except Exception as exc:  # reported to the caller, computed again on the next request
+                        self._dups["error"] = f"{type(exc).__name__}: {exc}"
+                thread = threading.Thread(target=work, name="imgsearch-duplicates", daemon=True)
+                self._dups = {"key": key, "found": None, "error": None, "thread": thread}
+                thread.start()
+            thread = self._dups["thread"]
+        thread.join(timeout=wait_s)
+        if self._dups.get("error"):
+            raise RuntimeError(self._dups["error"])
+        found = self._dups.get("found")
+        return None if found is None else pipeline.duplicate_groups(found, threshold)
+
+    def duplicate_group(self, image_id_: str, threshold: float, k: int = 50) -> list[Hit] | None:
+        """The image's near-duplicates: indexed images at cosine >= threshold to it (itself excluded)."""
+        out = self.similar(image_id_, k, expand=False)  # plain cosines: the threshold means what it says
+        return None if out is None else [h for h in out.hits if h.score >= threshold]
+
+    def status(self) -> dict:
+        from imgsearch import pipeline
+        from imgsearch.errors import DatasetError
+
+        info = self.info()
+        try:
+            failures = pipeline.failures(self.db, self.settings, model=info.model if info else None)
+        except (DatasetError, OSError):
+            failures = []
+        return {"collection": info.name if info else None, "count": info.count if info else 0,
+                "model": self.model_name, "dim": info.dim if info else self.embedder.dim,
+                "reducer": info.reducer if info else None, "index_type": info.index_type if info else None,
+                "index_params": info.index_params if info else {}, "tags": bool(info and info.has_tags),
+                "text": self.embedder.has_text, "fields": sorted(info.fields) if info else [],
+                "last_run": pipeline.last_run(self.db, self.settings), "failures_total": len(failures),
+                "failures": failures[:500], "db": self.db}
 
     # -- images ------------------------------------------------------------------------------------------------------
     def record(self, image_id_: str) -> dict | None:
@@ -417,6 +503,7 @@ class SearchService:
             self.store.upsert_batches(vec_table.to_batches(), batch_rows=self.settings.insert_batch,
                                       reducer=self.reducer.id if self.reducer is not None else None)
         self.info(fresh=True)
+        self.browse.invalidate()
         return {"id": record.id, "path": uri, "name": display_name(uri)}
 
     def delete(self, image_id_: str) -> bool:
@@ -426,6 +513,7 @@ class SearchService:
         with self._write_lock:
             self.store.delete(info.name, [image_id_])
         self.info(fresh=True)
+        self.browse.invalidate()
         cached = self.thumb_dir / image_id_[:2] / f"{image_id_}.jpg"
         cached.unlink(missing_ok=True)
         return True

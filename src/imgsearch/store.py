@@ -27,6 +27,7 @@ from imgsearch import dataset as dset
 from imgsearch.config import Settings
 from imgsearch.dataset import vectors_of
 from imgsearch.errors import StoreError
+from imgsearch.filters import FilterError, Filters, folder_uri, micros, prefix_range
 from imgsearch.layout import is_server_uri
 from imgsearch.vectors import unit
 
@@ -403,29 +404,54 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------------------------------
     def search(self, info: CollectionInfo, vectors: np.ndarray, k: int, path_prefix: str | None = None,
-               consistency: str = "Bounded", tags: Iterable[str] | None = None) -> list[list[Hit]]:
-        """Top-k per query vector, among images under `path_prefix` and tagged with any of `tags` if given.
+               consistency: str = "Bounded", tags: Iterable[str] | None = None,
+               filters: Filters | None = None, expand: int = 0, alpha: float = 3.0,
+               exclude: set[str] | None = None) -> list[list[Hit]]:
+        """Top-k per query vector, among images under `path_prefix`, tagged with any of `tags` and passing
+        `filters` (each only if given). `expand` > 0: alpha query expansion with that many neighbours (ids in
+        `exclude`, e.g. the query image itself, are not used); scores are then cosines to the expanded query.
         `consistency`: a Milvus server's "Strong" waits for the next time tick (up to ~200 ms) so that every write
         acknowledged before is seen; "Bounded" (the service's choice) answers at once and sees writes within a few
         seconds. Milvus Lite answers at once either way."""
         if vectors.ndim != 2 or vectors.shape[1] != info.dim:
             raise StoreError(f"query vectors are {vectors.shape[-1]}-d but collection {info.name} holds {info.dim}-d "
                              f"vectors of {info.model}")
+        flt = _filter(info, path_prefix, tags, filters)
+        queries = unit(vectors)
+        if expand > 0:
+            queries = self._expanded(info, queries, flt, expand, alpha, exclude or set(), consistency)
         params = {"metric_type": METRIC, "params": self.search_params(info, k)}
-        res = self.client.search(info.name, data=[v.tolist() for v in unit(vectors)], limit=k,
+        res = self.client.search(info.name, data=[v.tolist() for v in queries], limit=k,
                                  output_fields=_hit_fields(info), search_params=params,
-                                 filter=_filter(info, path_prefix, tags), consistency_level=consistency)
+                                 filter=flt, consistency_level=consistency)
         return [[_hit(h["id"], h["entity"], float(h["distance"])) for h in hits] for hits in res]
 
+    def _expanded(self, info: CollectionInfo, queries: np.ndarray, flt: str, n: int, alpha: float,
+                  exclude: set[str], consistency: str) -> np.ndarray:
+        """alpha query expansion (Radenovic et al.): each query plus its n nearest images (not `exclude`d) weighted
+        by similarity^alpha, re-normalised. One extra search, returning the neighbours' vectors."""
+        limit = n + len(exclude)
+        params = {"metric_type": METRIC, "params": self.search_params(info, limit)}
+        res = self.client.search(info.name, data=[v.tolist() for v in queries], limit=limit,
+                                 output_fields=["vector"], search_params=params, filter=flt,
+                                 consistency_level=consistency)
+        out = queries.copy()
+        for qi, hits in enumerate(res):
+            near = [h for h in hits if h["id"] not in exclude][:n]
+            for h in near:
+                w = max(float(h["distance"]), 0.0) ** alpha
+                out[qi] += w * np.asarray(h["entity"]["vector"], np.float32)
+        return unit(out)
+
     def tagged(self, info: CollectionInfo, tags: list[str], k: int, path_prefix: str | None = None,
-               offset: int = 0) -> list[Hit]:
+               offset: int = 0, filters: Filters | None = None) -> list[Hit]:
         """Images tagged with any of `tags`, most confident first (score: the best matching tag's probability).
         Milvus filters, it does not rank scalars: up to MAX_TAG_CANDIDATES matches are read and sorted here."""
         if not info.has_tags:
             raise StoreError(f"collection {info.name} was indexed before images had tags; re-index it "
                              "(imgsearch index SRC --overwrite) to search by keyword")
         wanted = set(tags)
-        rows = self.client.query(info.name, filter=_filter(info, path_prefix, tags), limit=MAX_TAG_CANDIDATES,
+        rows = self.client.query(info.name, filter=_filter(info, path_prefix, tags, filters), limit=MAX_TAG_CANDIDATES,
                                  output_fields=_hit_fields(info))
         hits = []
         for r in rows:
@@ -476,11 +502,16 @@ def _lit(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _filter(info: CollectionInfo, path_prefix: str | None, tags: Iterable[str] | None) -> str:
-    """The Milvus boolean expression for a path prefix and a tag set ("" = everything)."""
+def _filter(info: CollectionInfo, path_prefix: str | None, tags: Iterable[str] | None,
+            filters: Filters | None = None) -> str:
+    """The Milvus boolean expression for a path prefix, a tag set and filters ("" = everything)."""
     parts = []
     if path_prefix:
         parts.append(_prefix_filter(path_prefix))
+    if filters is not None:
+        parts += filter_terms(info, filters)
+        if tags is None:
+            tags = filters.tags
     if tags is not None:
         tags = list(tags)
         if not info.has_tags:
@@ -488,6 +519,28 @@ def _filter(info: CollectionInfo, path_prefix: str | None, tags: Iterable[str] |
                              "(imgsearch index SRC --overwrite) to filter by tag")
         parts.append(f"array_contains_any(tags, [{', '.join(_lit(t) for t in tags)}])" if tags else "false")
     return " and ".join(f"({p})" for p in parts) if len(parts) > 1 else (parts[0] if parts else "")
+
+
+def filter_terms(info: CollectionInfo, f: Filters) -> list[str]:
+    """Filters (all but tags) as Milvus expression terms over the collection's scalar fields."""
+    terms = []
+    if f.folder:
+        lo, hi = prefix_range(folder_uri(f.folder))
+        terms.append(f"path >= {_lit(lo)} and path < {_lit(hi)}")
+    if f.date_from:
+        terms.append(f"mtime_us >= {micros(f.date_from)}")
+    if f.date_to:
+        terms.append(f"mtime_us < {micros(f.date_to)}")
+    for key, fld, op in (("min_width", "width", ">="), ("min_height", "height", ">="),
+                         ("max_width", "width", "<="), ("max_height", "height", "<=")):
+        if getattr(f, key) is not None:
+            terms.append(f"{fld} {op} {int(getattr(f, key))}")
+    if f.formats:
+        if "format" not in info.fields:
+            raise FilterError(f"format: collection {info.name} was indexed before formats were stored; re-index it "
+                              "(imgsearch index SRC --overwrite) to filter by format")
+        terms.append(f"format in [{', '.join(_lit(x) for x in f.formats)}]")
+    return terms
 
 
 def _rows(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> list[dict]:

@@ -210,3 +210,36 @@ def _make_schema1_collection(store, model, dim):
     params = store.client.prepare_index_params()
     params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
     store.client.create_collection(f"images_{model}", schema=schema, index_params=params, consistency_level="Strong")
+
+
+def test_query_expansion_is_alpha_qe_over_the_stored_vectors(tagged_db):
+    """The default search re-queries with the query plus its 3 nearest images weighted by similarity^3: checked
+    against the same computation in numpy over the dataset's vectors; --no-expand is the plain ranking."""
+    from imgsearch.store import open_store
+    from imgsearch.vectors import unit
+
+    db, src = tagged_db
+    s = settings()
+    assert s.query_expansion == 3 and s.query_expansion_alpha == 3.0
+    table = dset.open_dataset(embeddings_dir_for(str(db), "efficientnet_lite0", s)).to_table()
+    ids, x = table["id"].to_pylist(), unit(dset.vectors_of(table))
+    qi = table["path"].to_pylist().index(path_to_uri(src / "skimage_chelsea.png"))
+    q = x[qi]
+    sims = x @ q
+    sims[qi] = -np.inf  # the query image itself is not one of its expansion neighbours
+    near = np.argsort(-sims)[:3]
+    q2 = unit((q + sum(max(float(sims[j]), 0) ** 3 * x[j] for j in near))[None])[0]
+    expected = [ids[j] for j in np.argsort(-(x @ q2))[:6]]
+    with open_store(str(db), s) as store:
+        info = store.collection_for()
+        got = store.search(info, q[None], 6, expand=3, exclude={ids[qi]})[0]
+        plain = store.search(info, q[None], 6)[0]
+    assert [h.id for h in got] == expected
+    np.testing.assert_allclose([h.score for h in got], np.sort(x @ q2)[::-1][:6], atol=1e-4)
+    assert [h.id for h in plain] == [ids[j] for j in np.argsort(-(x @ q))[:6]]
+    # the CLI's default is the expanded search; --no-expand the plain one
+    cli_default = pipeline.search(str(src / "skimage_chelsea.png"), str(db), 6, s)
+    cli_plain = pipeline.search(str(src / "skimage_chelsea.png"), str(db), 6, settings(query_expansion=0))
+    assert cli_plain.hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert [h.id for h in cli_default.hits] != [h.id for h in cli_plain.hits] or \
+        [h.score for h in cli_default.hits] != [h.score for h in cli_plain.hits]

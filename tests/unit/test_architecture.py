@@ -10,12 +10,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "imgsearch"
 
 # Lowest first. A module may import modules of its own layer or lower, never higher. Packages count as one unit.
 LAYERS = [
-    ("foundations", {"errors", "config", "failures", "vectors", "progress"}),
+    ("foundations", {"errors", "config", "failures", "vectors", "progress", "filters"}),
     ("files and pixels", {"layout", "imaging", "buckets", "sources", "samples", "milvus_standalone", "s3_standalone"}),
     ("formats and models", {"dataset", "models"}),
     ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),
     ("vector store", {"store"}),
-    ("engines and queries", {"engines", "query"}),
+    ("engines and queries", {"engines", "query", "browse"}),
     ("use cases", {"pipeline", "evaluation", "service", "doctor"}),
     ("edges", {"server", "cli", "testing", "__main__"}),
 ]
@@ -27,6 +27,7 @@ OWNERS = {  # third-party package -> the only place in imgsearch that may import
     "pymilvus": "store.py", "milvus_lite": "store.py",
     "onnxruntime": "models/",
     "faiss": "duplicates.py",
+    "open_clip": "models/",
 }
 
 

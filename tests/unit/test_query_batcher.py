@@ -27,7 +27,7 @@ class FakeStore:
     def __init__(self, fail=False):
         self.calls, self.fail = [], fail
 
-    def search(self, info, vectors, k, path_prefix=None, tags=None):
+    def search(self, info, vectors, k, path_prefix=None, tags=None, **kw):
         if self.fail:
             raise RuntimeError("milvus is down")
         self.calls.append((len(vectors), k))

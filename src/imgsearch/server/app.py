@@ -8,7 +8,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,9 @@ from pydantic import BaseModel, Field, ValidationError
 from imgsearch import __version__
 from imgsearch.config import Settings, get_settings
 from imgsearch.server.metrics import Metrics
+from imgsearch.browse import MAX_PAGE
+from imgsearch.filters import FilterError, Filters, folder_uri
+from imgsearch.filters import parse as parse_filters
 from imgsearch.query import MAX_TEXT_CHARS
 from imgsearch.service import (BadImage, BadQuery, NotAnImage, SearchOutcome, SearchService, SourceUnavailable,
                                valid_id)
@@ -72,6 +75,52 @@ class SearchResponse(BaseModel):
     took_ms: float
     timings_ms: dict[str, float]
     message: Optional[str] = None
+
+
+class BrowsePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    sort: str
+    items: list[ImageMeta]
+
+
+def meta_of(rec: dict) -> ImageMeta:
+    mtime = rec.get("mtime_us") or 0
+    iid = rec["id"]
+    return ImageMeta(id=iid, path=rec["path"], name=display_name(rec["path"]), width=rec.get("width") or 0,
+                     height=rec.get("height") or 0, bytes=rec.get("bytes") or 0,
+                     mtime=datetime.fromtimestamp(mtime / 1e6, timezone.utc).isoformat() if mtime else None,
+                     format=rec.get("format") or None, tags=list(rec.get("tags") or []),
+                     tag_scores=[round(float(p), 4) for p in rec.get("tag_scores") or []],
+                     thumbnail_url=f"/api/images/{iid}/thumbnail", image_url=f"/api/images/{iid}")
+
+
+FILTER_FIELDS = ("folder", "date_from", "date_to", "min_width", "min_height", "max_width", "max_height", "format")
+Side = Annotated[Optional[int], Query(ge=0, le=1_000_000)]
+
+
+def filter_params(folder: Annotated[Optional[str], Query(max_length=4096, description="folder: absolute path or URI")] = None,
+                  date_from: Annotated[Optional[str], Query(max_length=40, description="YYYY-MM-DD (file date)")] = None,
+                  date_to: Annotated[Optional[str], Query(max_length=40, description="YYYY-MM-DD, inclusive")] = None,
+                  min_width: Side = None, min_height: Side = None, max_width: Side = None, max_height: Side = None,
+                  format: Annotated[list[str], Query(max_length=100, description="JPEG, PNG, ...")] = []) -> Filters:
+    """Filters shared by searches and browsing, from the query string (a 422 names what is wrong)."""
+    try:
+        return parse_filters(folder=folder, date_from=date_from, date_to=date_to, min_width=min_width,
+                             min_height=min_height, max_width=max_width, max_height=max_height, formats=format)
+    except FilterError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def only_fields(*allowed: str):
+    """A dependency that refuses query fields a route does not know (a typo must not silently widen a search)."""
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(allowed))
+        if unknown:
+            raise HTTPException(422, f"unknown query field(s): {', '.join(unknown)}; this route takes "
+                                     f"{', '.join(allowed)}")
+    return Depends(check)
 
 
 def create_app(db: str | None = None, settings: Settings | None = None, service: SearchService | None = None) -> FastAPI:
@@ -164,29 +213,30 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
 
     # -- routes -------------------------------------------------------------------------------------------------
     async def answer(started: float, k: int, data: bytes | None, text: str | None, tags: list[str],
-                     path_prefix: str | None) -> SearchResponse:
+                     path_prefix: str | None, filters: Filters | None = None, expand: bool = True) -> SearchResponse:
         tags = [t for t in tags if t and t.strip()]
         sv = svc()
         try:
             if data is not None:
                 if text:
                     raise BadQuery("give an image or a text, not both")
-                out = await run_in_threadpool(sv.search_bytes, data, k, path_prefix, tags or None)
+                out = await run_in_threadpool(sv.search_bytes, data, k, path_prefix, tags or None, filters, expand)
             elif text:
-                out = await run_in_threadpool(sv.search_text, text, k, path_prefix, tags or None)
+                out = await run_in_threadpool(sv.search_text, text, k, path_prefix, tags or None, filters, expand)
             elif tags:
-                out = await run_in_threadpool(sv.search_tags, tags, k, path_prefix)
+                out = await run_in_threadpool(sv.search_tags, tags, k, path_prefix, filters)
             else:
                 raise BadQuery("nothing to search for: send an image (file), a text or a tag")
         except (NotAnImage, BadImage) as exc:
             raise image_error(exc) from None
-        except BadQuery as exc:
+        except (BadQuery, FilterError) as exc:
             raise HTTPException(422, str(exc)) from None
         return to_response(out, k, started)
 
     @app.post("/api/search", response_model=SearchResponse, dependencies=[Read], openapi_extra={
         "requestBody": {"content": {"application/json": {"schema": SearchBody.model_json_schema()}}}})
-    async def search(request: Request,
+    async def search(request: Request, filters: Annotated[Filters, Depends(filter_params)],
+                     expand: Annotated[bool, Query(description="query expansion (default on)")] = True,
                      file: Annotated[Optional[UploadFile], File(description="the query image")] = None,
                      k_query: KQuery = None,
                      k_form: Annotated[Optional[int], Form(alias="k", ge=1, le=100)] = None,
@@ -197,25 +247,97 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
                      path_prefix_q: Annotated[Optional[str], Query(alias="path_prefix", max_length=4096)] = None):
         """Top-k indexed images for an uploaded image (`file`), a `text` (models with a text encoder) or `tag`
         keywords (models that auto-tag); `tag` with an image or text keeps only images with those tags. A form
-        (multipart: needed for a file) or JSON ({"text", "tag", "k", "path_prefix"}). `k` default 10."""
+        (multipart: needed for a file) or JSON ({"text", "tag", "k", "path_prefix"}). `k` default 10. Filters
+        (folder, dates, sizes, format) come in the query string, as for every search and browse route."""
         started = time.perf_counter()
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 body = SearchBody.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise RequestValidationError(exc.errors()) from None
-            return await answer(started, body.k, None, body.text, body.tag, body.path_prefix)
+            return await answer(started, body.k, None, body.text, body.tag, body.path_prefix, filters, expand)
         k = k_form or k_query or 10
         data = await read_upload(file) if file is not None else None
-        return await answer(started, k, data, text, tag, path_prefix or path_prefix_q)
+        return await answer(started, k, data, text, tag, path_prefix or path_prefix_q, filters, expand)
 
-    @app.get("/api/search", response_model=SearchResponse, dependencies=[Read])
-    async def search_get(text: Annotated[Optional[str], Query(max_length=MAX_TEXT_CHARS)] = None,
+    @app.get("/api/search", response_model=SearchResponse,
+             dependencies=[Read, only_fields("text", "tag", "k", "path_prefix", "expand", *FILTER_FIELDS)])
+    async def search_get(filters: Annotated[Filters, Depends(filter_params)],
+                         expand: Annotated[bool, Query(description="query expansion (default on)")] = True,
+                         text: Annotated[Optional[str], Query(max_length=MAX_TEXT_CHARS)] = None,
                          tag: Annotated[list[str], Query(max_length=200)] = [],
                          k: KQuery = None,
                          path_prefix: Annotated[Optional[str], Query(max_length=4096)] = None):
-        """Search by `text` and/or `tag` keywords in the URL (a shareable link)."""
-        return await answer(time.perf_counter(), k or 10, None, text, tag, path_prefix)
+        """Search by `text` and/or `tag` keywords in the URL (a shareable link), with filters."""
+        return await answer(time.perf_counter(), k or 10, None, text, tag, path_prefix, filters, expand)
+
+    @app.get("/api/images", response_model=BrowsePage,
+             dependencies=[Read, only_fields("sort", "offset", "limit", "tag", *FILTER_FIELDS)])
+    async def browse(filters: Annotated[Filters, Depends(filter_params)],
+                     sort: Annotated[Literal["date", "date_asc", "name", "size"], Query()] = "date",
+                     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 60,
+                     tag: Annotated[list[str], Query(max_length=200)] = []):
+        """The collection page by page: newest first (`date`), oldest first, by name or by size, with filters."""
+        try:
+            page = await run_in_threadpool(svc().browse_page, filters, [t for t in tag if t.strip()] or None, sort,
+                                           offset, limit)
+        except (BadQuery, FilterError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        return BrowsePage(total=page.total, offset=offset, limit=limit, sort=sort,
+                          items=[meta_of(r) for r in page.rows])
+
+    @app.get("/api/folders", dependencies=[Read, only_fields("parent")])
+    async def folders(parent: Annotated[Optional[str], Query(max_length=4096)] = None):
+        """Sub-folders of `parent` (a folder URI; default: the collection's top folder) with image counts."""
+        if parent is not None:
+            try:
+                parent = folder_uri(parent)
+            except FilterError as exc:
+                raise HTTPException(422, str(exc)) from None
+        return await run_in_threadpool(svc().folders, parent)
+
+    @app.get("/api/duplicates", dependencies=[Read, only_fields("threshold", "offset", "limit", "format")])
+    async def duplicates(threshold: Annotated[float, Query(ge=SearchService.DUPLICATES_MIN, le=1.0)] = 0.9,
+                         offset: Annotated[int, Query(ge=0)] = 0,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                         format: Annotated[Literal["json", "csv"], Query()] = "json"):
+        """Near-duplicate groups at `threshold` (cosine), largest first, paged by group; 202 while the first
+        computation runs (poll again). `format=csv` exports every group: one line per image."""
+        try:
+            got = await run_in_threadpool(svc().duplicates, threshold)
+        except RuntimeError as exc:
+            raise HTTPException(500, f"duplicate search failed: {exc}") from None
+        if got is None:
+            return JSONResponse({"status": "computing", "detail": "finding near-duplicates: ask again shortly"},
+                                status_code=202, headers={"Retry-After": "1"})
+        groups = got["groups"]
+        if format == "csv":
+            return Response(duplicates_csv(groups), media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="duplicates-{threshold}.csv"'})
+        page = groups[offset:offset + limit]
+        for g in page:
+            for im in g["images"]:
+                im.update(name=display_name(im["path"]), thumbnail_url=f"/api/images/{im['id']}/thumbnail",
+                          image_url=f"/api/images/{im['id']}")
+        return {"status": "ready", "threshold": threshold, "images": got["images"], "groups_total": len(groups),
+                "images_in_groups": sum(g["size"] for g in groups), "offset": offset, "limit": limit,
+                "method": got["method"], "groups": page}
+
+    @app.get("/api/images/{image_id}/duplicates", response_model=list[Result], dependencies=[Read])
+    async def image_duplicates(image_id: str, threshold: Annotated[float, Query(ge=0.5, le=1.0)] = 0.9):
+        """The image's near-duplicates: indexed images at cosine >= threshold (itself excluded)."""
+        hits = await run_in_threadpool(svc().duplicate_group, image_id, threshold)
+        if hits is None:
+            raise HTTPException(404, "no indexed image with this id")
+        return [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
+                       thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}",
+                       tags=list(h.tags), tag_scores=list(h.tag_scores)) for h in hits]
+
+    @app.get("/api/status", dependencies=[Read])
+    async def status():
+        """What is served: collection, model, dims, reducer, index, the last indexing run, failed files."""
+        return await run_in_threadpool(svc().status)
 
     @app.get("/api/tags", dependencies=[Read])
     async def tags(prefix: Annotated[str, Query(max_length=100)] = "",
@@ -225,11 +347,15 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         return {"model": sv.model_name, "tags": sv.tag_vocabulary(prefix, limit), "text": sv.embedder.has_text}
 
     @app.get("/api/images/{image_id}/similar", response_model=SearchResponse, dependencies=[Read])
-    async def similar(image_id: str, k: KQuery = None,
-                      path_prefix: Annotated[Optional[str], Query(max_length=4096)] = None):
-        """More like this: neighbours of an indexed image (the image itself excluded)."""
+    async def similar(image_id: str, filters: Annotated[Filters, Depends(filter_params)], k: KQuery = None,
+                      path_prefix: Annotated[Optional[str], Query(max_length=4096)] = None,
+                      expand: Annotated[bool, Query(description="query expansion (default on)")] = True):
+        """More like this: neighbours of an indexed image (the image itself excluded), with filters."""
         started = time.perf_counter()
-        out = await run_in_threadpool(svc().similar, image_id, k or 10, path_prefix)
+        try:
+            out = await run_in_threadpool(svc().similar, image_id, k or 10, path_prefix, filters, expand)
+        except FilterError as exc:
+            raise HTTPException(422, str(exc)) from None
         if out is None:
             raise HTTPException(404, "no indexed image with this id")
         return to_response(out, k or 10, started)
@@ -257,13 +383,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         rec = await run_in_threadpool(svc().record, image_id)
         if rec is None:
             raise HTTPException(404, "no indexed image with this id")
-        mtime = rec.get("mtime_us") or 0
-        return ImageMeta(id=rec["id"], path=rec["path"], name=display_name(rec["path"]), width=rec.get("width") or 0,
-                         height=rec.get("height") or 0, bytes=rec.get("bytes") or 0,
-                         mtime=datetime.fromtimestamp(mtime / 1e6, timezone.utc).isoformat() if mtime else None,
-                         format=rec.get("format") or None, tags=list(rec.get("tags") or []),
-                         tag_scores=[round(float(p), 4) for p in rec.get("tag_scores") or []],
-                         thumbnail_url=f"/api/images/{image_id}/thumbnail", image_url=f"/api/images/{image_id}")
+        return meta_of(rec)
 
     @app.get("/api/images/{image_id}/thumbnail", dependencies=[Read])
     async def thumbnail(image_id: str):
@@ -331,3 +451,17 @@ def run(db: str, host: str, port: int, log_level: str = "warning", settings: Set
         uvicorn.run(create_app(db, settings=settings, service=service), host=host, port=port, log_level=log_level)
     finally:
         service.close()
+
+
+def duplicates_csv(groups: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["group", "group_size", "min_similarity", "rank_in_group", "id", "path", "width", "height", "bytes"])
+    for gi, g in enumerate(groups, 1):
+        for ri, im in enumerate(g["images"], 1):
+            w.writerow([gi, g["size"], g["min_similarity"], ri, im["id"], im["path"], im.get("width"),
+                        im.get("height"), im.get("bytes")])
+    return buf.getvalue()

@@ -1,230 +1,482 @@
-// imgsearch page: upload or drop an image, or type words (CLIP models) or a tag keyword; choose k; see the most
-// similar images; click one for more like it, open its details, click a tag to search by it.
-(() => {
-  "use strict";
-  const $ = (id) => document.getElementById(id);
-  const drop = $("drop"), fileInput = $("file"), preview = $("preview"), hint = $("drop-hint");
-  const kSelect = $("k"), statusEl = $("status"), errorEl = $("error"), grid = $("results");
-  const queryLabel = $("query-label"), statsEl = $("stats");
-  const form = $("search-form"), qInput = $("q"), qMode = $("q-mode"), tagList = $("tag-list");
-  const viewer = $("viewer");
-  let lastQuery = null; // {kind: "file", file} | {kind: "id", id, name} | {kind: "text", text} | {kind: "tag", tag}
-  let caps = { text: false, tags: false };
-  let inflight = null;
+// imgsearch web app: search (image upload/drop/paste, words, tags), browse, image view, duplicates, status.
+// Plain ES module, no third-party code, no request leaves this server. Every view's state is in the URL hash
+// (#/view?field=value...), so any view can be shared and reloaded; the JSON API behind it is documented at /docs.
+const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+};
 
-  function setStatus(text, loading = false) {
-    statusEl.textContent = text;
-    statusEl.classList.toggle("loading", loading);
-  }
-  function showError(text) {
-    errorEl.textContent = text;
-    errorEl.hidden = !text;
-  }
+const views = ["search", "browse", "viewer", "duplicates", "status"];
+const filterFields = ["folder", "date_from", "date_to", "min_width", "min_height", "max_width", "max_height", "format", "tag"];
+const filterInputs = { folder: "f-folder", date_from: "f-date-from", date_to: "f-date-to", min_width: "f-min-width",
+  min_height: "f-min-height", max_width: "f-max-width", max_height: "f-max-height", format: "f-format", tag: "f-tag" };
+let caps = { text: false, tags: false, count: 0 };
+let lastFile = null; // an uploaded query image (not in the URL: a file cannot be)
+let inflight = null;
+let gridOrder = []; // ids of the images shown last, for next/previous in the image view
 
-  async function loadStats() {
-    try {
-      const r = await fetch("/api/stats");
-      const s = await r.json();
-      if (!r.ok) throw new Error(s.detail || r.statusText);
-      statsEl.textContent = `${s.count.toLocaleString()} images indexed · model ${s.model} (${s.dim}-d)`;
-      caps = { text: !!s.text, tags: !!s.tags };
-      qInput.placeholder = caps.text ? "Describe what you look for, e.g. a dog on a beach"
-        : caps.tags ? "Search by tag, e.g. espresso" : "this collection has no tags or text search";
-      qInput.disabled = !caps.text && !caps.tags;
-      qMode.textContent = caps.text ? "searches by words" + (caps.tags ? " (tag:word for a tag)" : "")
-        : caps.tags ? "searches the images' auto-tags" : "";
-    } catch (e) {
-      statsEl.textContent = "index status unavailable";
-    }
+// -- state in the URL -------------------------------------------------------------------------------------------
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = hash.split("?");
+  const [view, arg] = path.split("/");
+  return { view: views.includes(view) ? view : (view === "image" ? "viewer" : "search"), arg, params: new URLSearchParams(query) };
+}
+function go(view, params = {}, arg = "") {
+  const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== ""));
+  const target = `#/${view === "viewer" ? "image" : view}${arg ? "/" + encodeURIComponent(arg) : ""}${qs.toString() ? "?" + qs : ""}`;
+  if (location.hash === target) render();
+  else if (view === "viewer" && route().view === "viewer") location.replace(target); // next/previous: Esc still goes back to the list
+  else location.hash = target;
+}
+function filters() {
+  const out = {};
+  for (const f of filterFields) {
+    const v = $(filterInputs[f]).value.trim();
+    if (v) out[f] = v;
   }
+  return out;
+}
+function setFilters(params) {
+  for (const f of filterFields) $(filterInputs[f]).value = params.get(f) || "";
+  const any = filterFields.some((f) => params.get(f));
+  if (any) { $("filters").hidden = false; $("filters-toggle").setAttribute("aria-expanded", "true"); }
+  $("filters-toggle").classList.toggle("active", any);
+}
+function filterQuery(extra = {}) {
+  return new URLSearchParams({ ...filters(), ...extra });
+}
 
-  function detailOf(body, resp) {
-    if (body && typeof body.detail === "string") return body.detail;
-    if (body && Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
-    return `${resp.status} ${resp.statusText}`;
+// -- small helpers ---------------------------------------------------------------------------------------------
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = !text;
+}
+function detailOf(body, resp) {
+  if (body && typeof body.detail === "string") return body.detail;
+  if (body && Array.isArray(body.detail)) return body.detail.map((d) => `${(d.loc || []).slice(-1)[0] || ""}: ${d.msg}`).join("; ");
+  return `${resp.status} ${resp.statusText}`;
+}
+async function api(url, opts = {}) {
+  const resp = await fetch(url, opts);
+  let body = null;
+  try { body = await resp.json(); } catch (_) { /* not JSON */ }
+  if (!resp.ok) throw new Error(detailOf(body, resp));
+  return { resp, body };
+}
+const kib = (b) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : `${Math.max(1, Math.round(b / 1024))} KiB`);
+const day = (iso) => (iso ? new Date(iso).toLocaleDateString() : "?");
+function setStatus(node, text, loading = false) {
+  node.textContent = text;
+  node.classList.toggle("loading", loading);
+}
+
+function tagChips(tags, scores, max = 3) {
+  const box = el("div", { className: "tags" });
+  tags.slice(0, max).forEach((t, i) => {
+    const chip = el("span", { className: "tag", textContent: t, tabIndex: -1 });
+    chip.setAttribute("role", "link");
+    if (scores && scores[i] !== undefined) chip.title = `${t}: ${(scores[i] * 100).toFixed(0)}%, click to search`;
+    chip.addEventListener("click", (e) => { e.stopPropagation(); searchWords(`tag:${t}`); });
+    box.append(chip);
+  });
+  return box;
+}
+
+// A result or browse card: click = more like this; "details" opens the image view.
+function card(r, i, opts = {}) {
+  const c = el("div", { className: "card", tabIndex: 0 });
+  c.setAttribute("role", "button");
+  c.dataset.id = r.id;
+  const sub = opts.browse ? `${r.width}×${r.height} · ${day(r.mtime)}` : "";
+  c.title = `${r.name}${r.score !== undefined ? `\nscore ${r.score.toFixed(4)}` : ""}\nclick for more like this`;
+  const name = el("span", { className: "name" });
+  if (!opts.browse) name.append(el("span", { className: "rank", textContent: `${i + 1}.` }));
+  name.append(r.name);
+  const meta = el("div", { className: "meta" }, name);
+  if (r.score !== undefined) meta.append(el("span", { className: "score", textContent: r.score.toFixed(3) }));
+  const open = el("button", { type: "button", className: "open", textContent: "details" });
+  open.setAttribute("aria-label", `details of ${r.name}`);
+  open.addEventListener("click", (e) => { e.stopPropagation(); go("viewer", {}, r.id); });
+  meta.append(open);
+  c.append(el("img", { loading: "lazy", alt: r.name, src: r.thumbnail_url }), meta);
+  if (sub) c.append(el("div", { className: "sub2", textContent: sub }));
+  if (r.tags && r.tags.length) c.append(tagChips(r.tags, r.tag_scores));
+  const more = () => go("search", { like: r.id, name: r.name, ...filters() });
+  c.addEventListener("click", more);
+  c.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); opts.enterOpens ? go("viewer", {}, r.id) : more(); }
+    if (e.key === "i") go("viewer", {}, r.id);
+  });
+  return c;
+}
+
+// -- search ----------------------------------------------------------------------------------------------------
+async function runSearch(params) {
+  const k = params.get("k") || $("k").value;
+  $("k").value = k;
+  const status = $("status"), grid = $("results");
+  if (inflight) inflight.abort();
+  const ctrl = new AbortController();
+  inflight = ctrl;
+  showError("");
+  const text = params.get("text"), tag = params.get("q_tag"), like = params.get("like");
+  let what, request;
+  const f = filterQuery({ k });
+  if (like) {
+    what = `more like ${params.get("name") || "this image"}`;
+    $("preview").src = `/api/images/${encodeURIComponent(like)}/thumbnail`;
+    $("preview").hidden = false; $("drop-hint").hidden = true;
+    $("query-label").textContent = `More like ${params.get("name") || ""}`;
+    request = fetch(`/api/images/${encodeURIComponent(like)}/similar?${f}`, { signal: ctrl.signal });
+  } else if (text || tag) {
+    what = text ? `"${text}"` : `tag ${tag}`;
+    $("q").value = text || (caps.text ? `tag:${tag}` : tag);
+    if (text) f.set("text", text); else f.append("tag", tag);
+    $("preview").hidden = true; $("drop-hint").hidden = false; $("query-label").textContent = "";
+    request = fetch(`/api/search?${f}`, { signal: ctrl.signal });
+  } else if (params.get("upload") && lastFile) {
+    what = lastFile.name;
+    const body = new FormData();
+    body.append("file", lastFile);
+    body.append("k", k);
+    f.delete("k");
+    request = fetch(`/api/search?${f}`, { method: "POST", body, signal: ctrl.signal });
+  } else {
+    setStatus(status, caps.count ? "Search with an image (drop, paste, choose) or words above." : "");
+    grid.replaceChildren();
+    if (!caps.count) grid.append(emptyIndex());
+    return;
   }
-
-  async function run(query) {
-    lastQuery = query;
-    if (inflight) inflight.abort();
-    const ctrl = new AbortController();
-    inflight = ctrl;
-    const k = kSelect.value;
-    showError("");
-    setStatus("Searching…", true);
-    grid.setAttribute("aria-busy", "true");
-    try {
-      let resp;
-      if (query.kind === "file") {
-        const body = new FormData();
-        body.append("file", query.file);
-        body.append("k", k);
-        resp = await fetch("/api/search", { method: "POST", body, signal: ctrl.signal });
-      } else if (query.kind === "text" || query.kind === "tag") {
-        const params = new URLSearchParams({ [query.kind]: query[query.kind], k });
-        history.replaceState(null, "", `?${new URLSearchParams({ [query.kind]: query[query.kind] })}`);
-        resp = await fetch(`/api/search?${params}`, { signal: ctrl.signal });
-      } else {
-        resp = await fetch(`/api/images/${encodeURIComponent(query.id)}/similar?k=${k}`, { signal: ctrl.signal });
-      }
-      let body = null;
-      try { body = await resp.json(); } catch (_) { /* not JSON */ }
-      if (!resp.ok) throw new Error(detailOf(body, resp));
-      render(body);
-      const what = query.kind === "file" ? query.file.name : query.kind === "text" ? `"${query.text}"`
-        : query.kind === "tag" ? `tag ${query.tag}` : `more like ${query.name}`;
-      setStatus(body.message || `${body.results.length} results for ${what} in ${body.took_ms.toFixed(0)} ms`);
-    } catch (e) {
-      if (e.name === "AbortError") return;
-      grid.replaceChildren();
-      setStatus("");
-      showError(`Search failed: ${e.message}`);
-    } finally {
-      if (inflight === ctrl) inflight = null;
-      grid.removeAttribute("aria-busy");
-    }
+  setStatus(status, "Searching…", true);
+  grid.setAttribute("aria-busy", "true");
+  try {
+    const resp = await request;
+    let body = null;
+    try { body = await resp.json(); } catch (_) { /* not JSON */ }
+    if (!resp.ok) throw new Error(detailOf(body, resp));
+    gridOrder = body.results.map((r) => r.id);
+    grid.replaceChildren(...body.results.map((r, i) => card(r, i)));
+    const filtered = Object.keys(filters()).length ? " (filtered)" : "";
+    setStatus(status, body.message || (body.results.length
+      ? `${body.results.length} results for ${what}${filtered} in ${body.took_ms.toFixed(0)} ms`
+      : `No results for ${what}${filtered}.`));
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    grid.replaceChildren();
+    setStatus(status, "");
+    showError(`Search failed: ${e.message}`);
+  } finally {
+    if (inflight === ctrl) inflight = null;
+    grid.removeAttribute("aria-busy");
   }
+}
+function emptyIndex() {
+  return el("p", { className: "empty", textContent: "The index is empty: add images with 'imgsearch index FOLDER --db …' and reload." });
+}
+function searchWords(raw) {
+  const value = raw.trim();
+  if (!value) return;
+  const tag = value.toLowerCase().startsWith("tag:") ? value.slice(4).trim() : null;
+  const params = tag !== null || !caps.text ? { q_tag: tag ?? value } : { text: value };
+  go("search", { ...params, ...filters() });
+}
+function useFile(file) {
+  if (!file) return;
+  if (file.type && !file.type.startsWith("image/")) { showError(`${file.name} is not an image`); return; }
+  lastFile = file;
+  $("preview").src = URL.createObjectURL(file);
+  $("preview").hidden = false; $("drop-hint").hidden = true;
+  $("query-label").textContent = file.name;
+  go("search", { upload: Date.now(), ...filters() });
+}
 
-  function render(body) {
-    const cards = body.results.map((r, i) => {
-      const card = document.createElement("div");
-      card.setAttribute("role", "button");
-      card.tabIndex = 0;
-      card.className = "card";
-      card.dataset.id = r.id;
-      card.title = `${r.name}\nscore ${r.score.toFixed(4)}\nclick for more like this`;
-      const img = document.createElement("img");
-      img.loading = "lazy";
-      img.alt = r.name;
-      img.src = r.thumbnail_url;
-      const meta = document.createElement("div");
-      meta.className = "meta";
-      const name = document.createElement("span");
-      name.className = "name";
-      const rank = document.createElement("span");
-      rank.className = "rank";
-      rank.textContent = `${i + 1}.`;
-      name.append(rank, r.name);
-      const score = document.createElement("span");
-      score.className = "score";
-      score.textContent = r.score.toFixed(3);
-      const open = document.createElement("button");
-      open.type = "button";
-      open.className = "open";
-      open.textContent = "details";
-      open.setAttribute("aria-label", `details of ${r.name}`);
-      open.addEventListener("click", (e) => { e.stopPropagation(); openViewer(r.id); });
-      meta.append(name, score, open);
-      card.append(img, meta);
-      if (r.tags && r.tags.length) card.append(tagChips(r.tags.slice(0, 3), r.tag_scores));
-      card.addEventListener("click", () => moreLike(r.id, r.name, r.thumbnail_url));
-      card.addEventListener("keydown", (e) => { if (e.key === "Enter") moreLike(r.id, r.name, r.thumbnail_url); });
-      return card;
+// -- browse ----------------------------------------------------------------------------------------------------
+const PAGE = 60;
+const browseParams = (extra = {}) => ({ ...filters(), sort: $("sort").value, limit: route().params.get("limit"), ...extra });
+async function runBrowse(params) {
+  const sort = params.get("sort") || "date", offset = Number(params.get("offset") || 0);
+  const size = Math.min(200, Math.max(1, Number(params.get("limit") || PAGE)));
+  $("sort").value = sort;
+  const status = $("browse-status"), grid = $("browse-grid");
+  showError("");
+  setStatus(status, "Loading…", true);
+  try {
+    const folder = params.get("folder");
+    const [{ body }, { body: tree }] = await Promise.all([
+      api(`/api/images?${filterQuery({ sort, offset, limit: size })}`),
+      api(`/api/folders${folder ? "?" + new URLSearchParams({ parent: folder }) : ""}`),
+    ]);
+    renderFolders(tree, folder);
+    gridOrder = body.items.map((r) => r.id);
+    const cards = [];
+    let lastGroup = null;
+    body.items.forEach((r, i) => {
+      const group = sort.startsWith("date") && r.mtime ? new Date(r.mtime).toLocaleDateString(undefined, { year: "numeric", month: "long" }) : null;
+      if (group && group !== lastGroup) cards.push(el("h4", { className: "group-head", textContent: group }));
+      lastGroup = group;
+      cards.push(card(r, i, { browse: true }));
     });
     grid.replaceChildren(...cards);
+    if (!body.total) grid.append(caps.count ? el("p", { className: "empty", textContent: "No image matches these filters." }) : emptyIndex());
+    const last = Math.min(offset + body.items.length, body.total);
+    setStatus(status, body.total ? `${offset + 1}–${last} of ${body.total.toLocaleString()} images` : "");
+    $("page-info").textContent = body.total ? `page ${Math.floor(offset / size) + 1} of ${Math.ceil(body.total / size)}` : "";
+    $("prev").disabled = offset <= 0;
+    $("next").disabled = last >= body.total;
+    $("prev").onclick = () => go("browse", { ...Object.fromEntries(params), offset: Math.max(0, offset - size) });
+    $("next").onclick = () => go("browse", { ...Object.fromEntries(params), offset: offset + size });
+  } catch (e) {
+    grid.replaceChildren();
+    setStatus(status, "");
+    showError(`Browsing failed: ${e.message}`);
   }
-
-  function moreLike(id, name, thumb) {
-    preview.src = thumb;
-    preview.hidden = false;
-    hint.hidden = true;
-    queryLabel.textContent = `More like ${name}`;
-    run({ kind: "id", id, name });
+}
+function renderFolders(tree, current) {
+  const crumbs = $("crumbs"), subs = $("subfolders");
+  const root = tree.folder;
+  const parts = [];
+  const all = el("a", { href: "#", textContent: "all folders" });
+  all.addEventListener("click", (e) => { e.preventDefault(); $("f-folder").value = ""; go("browse", browseParams()); });
+  parts.push(all);
+  if (current) {
+    const rel = decodeURIComponent(root.replace(/^file:\/\//, ""));
+    parts.push(document.createTextNode(" / "), el("span", { textContent: rel }));
   }
-
-  function tagChips(tags, scores) {
-    const box = document.createElement("div");
-    box.className = "tags";
-    tags.forEach((t, i) => {
-      const chip = document.createElement("span");
-      chip.className = "tag";
-      chip.setAttribute("role", "link");
-      chip.textContent = t;
-      if (scores && scores[i] !== undefined) chip.title = `${t}: ${(scores[i] * 100).toFixed(0)}%, click to search`;
-      chip.addEventListener("click", (e) => { e.stopPropagation(); searchWords(`tag:${t}`); });
-      box.append(chip);
+  crumbs.replaceChildren(...parts);
+  subs.replaceChildren(...tree.children.map((c) => {
+    const label = decodeURIComponent(c.folder.slice(root.length).replace(/\/$/, ""));
+    const chip = el("button", { type: "button", className: "chip", textContent: `${label} (${c.images})` });
+    chip.addEventListener("click", () => {
+      $("f-folder").value = decodeURIComponent(c.folder.replace(/^file:\/\//, ""));
+      go("browse", browseParams());
     });
-    return box;
-  }
+    return chip;
+  }));
+  $("folder-list").replaceChildren(...tree.children.map((c) => el("option", { value: decodeURIComponent(c.folder.replace(/^file:\/\//, "")) })));
+}
 
-  function searchWords(raw) {
-    const value = raw.trim();
-    if (!value) return;
-    if (viewer.open) viewer.close();
-    const tag = value.toLowerCase().startsWith("tag:") ? value.slice(4).trim() : null;
-    const q = tag !== null ? { kind: "tag", tag } : caps.text ? { kind: "text", text: value } : { kind: "tag", tag: value };
-    qInput.value = q.kind === "tag" && caps.text ? `tag:${q.tag}` : (q.text || q.tag);
-    preview.hidden = true;
-    hint.hidden = false;
-    queryLabel.textContent = "";
-    run(q);
+// -- image view ------------------------------------------------------------------------------------------------
+async function runViewer(id) {
+  showError("");
+  try {
+    const { body: m } = await api(`/api/images/${encodeURIComponent(id)}/meta`);
+    $("viewer-img").src = m.image_url;
+    $("viewer-img").alt = m.name;
+    $("viewer-link").href = m.image_url;
+    $("viewer-name").textContent = m.name;
+    const rows = [["path", m.path], ["size", `${m.width} × ${m.height} px, ${kib(m.bytes)}`],
+      ["format", m.format || "?"], ["modified", m.mtime ? new Date(m.mtime).toLocaleString() : "?"]];
+    $("viewer-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
+    const tags = m.tags.length ? tagChips(m.tags, m.tag_scores, 8) : el("div", { textContent: caps.tags ? "no tags" : "" });
+    tags.id = "viewer-tags";
+    tags.className = "tags big";
+    $("viewer-tags").replaceWith(tags);
+    $("viewer-similar").onclick = () => go("search", { like: m.id, name: m.name, ...filters() });
+    $("viewer-delete").onclick = () => removeImage(m);
+    const { body: dups } = await api(`/api/images/${encodeURIComponent(id)}/duplicates?threshold=0.9`);
+    $("viewer-dups-note").textContent = dups.length ? `(${dups.length}, similarity ≥ 0.90)` : "(none at similarity ≥ 0.90)";
+    $("viewer-dups").replaceChildren(...dups.map((r, i) => card(r, i, { enterOpens: true })));
+  } catch (e) {
+    showError(`Cannot open the image: ${e.message}`);
   }
+}
+async function removeImage(m) {
+  const key = $("api-key").value.trim() || sessionStorage.getItem("imgsearch-key") || "";
+  if (!key) { showError("Removing needs the server's API key (IMGSEARCH_API_KEY)."); return; }
+  try {
+    await api(`/api/images/${encodeURIComponent(m.id)}`, { method: "DELETE", headers: { "X-API-Key": key } });
+    sessionStorage.setItem("imgsearch-key", key);
+    await loadStats();
+    go("browse", filters());
+  } catch (e) {
+    showError(`Remove failed: ${e.message}`);
+  }
+}
 
-  async function openViewer(id) {
-    try {
-      const r = await fetch(`/api/images/${encodeURIComponent(id)}/meta`);
-      const m = await r.json();
-      if (!r.ok) throw new Error(detailOf(m, r));
-      $("viewer-img").src = m.image_url;
-      $("viewer-img").alt = m.name;
-      $("viewer-name").textContent = m.name;
-      const rows = [["path", m.path], ["size", `${m.width} × ${m.height} px, ${(m.bytes / 1024).toFixed(0)} KiB`],
-        ["format", m.format || "?"], ["modified", m.mtime ? new Date(m.mtime).toLocaleString() : "?"]];
-      $("viewer-meta").replaceChildren(...rows.flatMap(([k, v]) => {
-        const dt = document.createElement("dt"); dt.textContent = k;
-        const dd = document.createElement("dd"); dd.textContent = v;
-        return [dt, dd];
-      }));
-      const tags = $("viewer-tags");
-      tags.replaceChildren();
-      if (m.tags.length) tags.replaceWith(Object.assign(tagChips(m.tags, m.tag_scores), { id: "viewer-tags", className: "tags big" }));
-      else tags.textContent = caps.tags ? "no tags" : "";
-      $("viewer-similar").onclick = () => { viewer.close(); moreLike(m.id, m.name, m.thumbnail_url); };
-      viewer.showModal();
-    } catch (e) {
-      showError(`Cannot open the image: ${e.message}`);
+// -- duplicates ------------------------------------------------------------------------------------------------
+let dupShown = 0;
+async function runDuplicates(params, append = false) {
+  const t = Number(params.get("threshold") || 0.9).toFixed(2);
+  $("threshold").value = t;
+  $("threshold-out").textContent = t;
+  $("export-csv").href = `/api/duplicates?threshold=${t}&format=csv`;
+  $("export-json").href = `/api/duplicates?threshold=${t}&limit=500`;
+  const status = $("dups-status"), box = $("groups");
+  if (!append) { dupShown = 0; box.replaceChildren(); }
+  showError("");
+  setStatus(status, "Finding near-duplicates…", true);
+  try {
+    let resp, body;
+    for (;;) {
+      ({ resp, body } = await api(`/api/duplicates?threshold=${t}&offset=${dupShown}&limit=20`));
+      if (resp.status !== 202) break;
+      await new Promise((r) => setTimeout(r, 1000));
     }
+    for (const g of body.groups) box.append(groupRow(g, ++dupShown));
+    setStatus(status, body.groups_total
+      ? `${body.groups_total} groups, ${body.images_in_groups} of ${body.images} images, at similarity ≥ ${t} (largest first)`
+      : `No near-duplicates at similarity ≥ ${t}.`);
+    $("more-groups").hidden = dupShown >= body.groups_total;
+    $("more-groups").onclick = () => runDuplicates(params, true);
+  } catch (e) {
+    setStatus(status, "");
+    showError(`Duplicates failed: ${e.message}`);
   }
+}
+function groupRow(g, n) {
+  const row = el("section", { className: "group" });
+  row.append(el("h4", { textContent: `Group ${n}: ${g.size} images, similarity ≥ ${g.min_similarity.toFixed(3)}` }));
+  const strip = el("div", { className: "strip" });
+  g.images.forEach((im, i) => {
+    const fig = el("figure", { className: i === 0 ? "keep" : "" });
+    const img = el("img", { loading: "lazy", src: im.thumbnail_url, alt: im.name });
+    img.addEventListener("click", () => go("viewer", {}, im.id));
+    fig.append(img, el("figcaption", {}, el("span", { className: "name", textContent: im.name }),
+      el("span", { textContent: `${im.width}×${im.height} · ${kib(im.bytes || 0)}${i === 0 ? " · largest" : ""}` })));
+    strip.append(fig);
+  });
+  row.append(strip);
+  return row;
+}
 
+// -- status ----------------------------------------------------------------------------------------------------
+async function runStatus() {
+  showError("");
+  try {
+    const { body: s } = await api("/api/status");
+    const facts = [["images", s.count.toLocaleString()], ["collection", s.collection || "(none yet)"], ["model", s.model],
+      ["dimensions", s.dim], ["PCA reducer", s.reducer || "none"], ["index", `${s.index_type || "?"} ${JSON.stringify(s.index_params)}`],
+      ["search by", [s.text ? "text" : "", s.tags ? "tags" : "", "image"].filter(Boolean).join(", ")], ["database", s.db]];
+    $("status-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: String(v) })]));
+    const r = s.last_run;
+    $("status-run").replaceChildren(...(r ? [["finished", new Date(r.finished).toLocaleString()], ["source", r.source],
+      ["engine", r.engine], ["files", `${r.new} new, ${r.changed} changed, ${r.unchanged} unchanged, ${r.failed} failed`],
+      ["embedded", `${r.embedded} in ${r.seconds} s`]] : [["", "no run recorded (runs of this version record themselves)"]])
+      .flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: String(v) })]));
+    $("failures-count").textContent = `(${s.failures_total})`;
+    $("failures").tBodies[0].replaceChildren(...(s.failures.length ? s.failures.map((f) =>
+      el("tr", {}, el("td", { textContent: decodeURIComponent(f.path.replace(/^file:\/\//, "")) }), el("td", { textContent: f.error })))
+      : [el("tr", {}, el("td", { colSpan: 2, className: "muted", textContent: "no failed files" }))]));
+  } catch (e) {
+    showError(`Status unavailable: ${e.message}`);
+  }
+}
+
+// -- router ----------------------------------------------------------------------------------------------------
+function render() {
+  const { view, arg, params } = route();
+  for (const v of views) $(v === "viewer" ? "viewer" : `view-${v}`).hidden = v !== view;
+  document.querySelectorAll("nav a[data-view]").forEach((a) => a.classList.toggle("current", a.dataset.view === view));
+  setFilters(params);
+  if (view === "search") runSearch(params);
+  else if (view === "browse") runBrowse(params);
+  else if (view === "viewer") runViewer(decodeURIComponent(arg || ""));
+  else if (view === "duplicates") runDuplicates(params);
+  else if (view === "status") runStatus();
+  document.title = `imgsearch — ${view === "viewer" ? "image" : view}`;
+}
+
+async function loadStats() {
+  try {
+    const { body: s } = await api("/api/stats");
+    caps = { text: !!s.text, tags: !!s.tags, count: s.count };
+    $("stats").textContent = `${s.count.toLocaleString()} images indexed · model ${s.model} (${s.dim}-d)`;
+    $("q").placeholder = s.text ? "Describe what you look for, e.g. a dog on a beach"
+      : s.tags ? "Search by tag, e.g. espresso" : "this collection has no tags or text search";
+    $("q").disabled = !s.text && !s.tags;
+    $("q-mode").textContent = s.text ? "words" + (s.tags ? " (tag:word for a tag)" : "") : s.tags ? "searches auto-tags" : "";
+  } catch (e) {
+    $("stats").textContent = "index status unavailable";
+  }
+}
+
+function wire() {
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); searchWords($("q").value); });
+  $("pick").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", () => useFile($("file").files[0]));
+  $("drop").addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
+  ["dragenter", "dragover"].forEach((ev) => document.addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.add("over"); }));
+  ["dragleave", "drop"].forEach((ev) => document.addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.remove("over"); }));
+  document.addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
+  document.addEventListener("paste", (e) => {
+    const item = [...(e.clipboardData?.items || [])].find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    if (!item) return;
+    e.preventDefault();
+    const blob = item.getAsFile();
+    useFile(new File([blob], blob.name && blob.name !== "image.png" ? blob.name : "pasted image", { type: blob.type }));
+  });
+  $("k").addEventListener("change", () => {
+    const { view, params } = route();
+    if (view === "search") { params.set("k", $("k").value); go("search", Object.fromEntries(params)); }
+  });
+  $("filters-toggle").addEventListener("click", () => {
+    const f = $("filters");
+    f.hidden = !f.hidden;
+    $("filters-toggle").setAttribute("aria-expanded", String(!f.hidden));
+  });
+  $("filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const { view, params } = route();
+    const keep = Object.fromEntries([...params].filter(([k]) => !filterFields.includes(k) && k !== "offset"));
+    go(view === "viewer" ? "browse" : view, { ...keep, ...filters() });
+  });
+  $("filters-clear").addEventListener("click", () => {
+    for (const f of filterFields) $(filterInputs[f]).value = "";
+    $("filters").requestSubmit();
+  });
+  $("sort").addEventListener("change", () => go("browse", browseParams()));
+  $("threshold").addEventListener("input", () => { $("threshold-out").textContent = Number($("threshold").value).toFixed(2); });
+  $("threshold").addEventListener("change", () => go("duplicates", { threshold: Number($("threshold").value).toFixed(2) }));
+  $("viewer-back").addEventListener("click", () => history.back());
   let suggestTimer = null;
-  qInput.addEventListener("input", () => {
+  $("q").addEventListener("input", () => {
     clearTimeout(suggestTimer);
-    const v = qInput.value.replace(/^tag:/i, "").trim();
-    if (!caps.tags || v.length < 2 || (caps.text && !/^tag:/i.test(qInput.value))) return;
+    const raw = $("q").value, v = raw.replace(/^tag:/i, "").trim();
+    if (!caps.tags || v.length < 2 || (caps.text && !/^tag:/i.test(raw))) return;
     suggestTimer = setTimeout(async () => {
       try {
-        const r = await fetch(`/api/tags?${new URLSearchParams({ prefix: v, limit: 12 })}`);
-        const body = await r.json();
-        tagList.replaceChildren(...body.tags.map((t) => Object.assign(document.createElement("option"),
-          { value: caps.text ? `tag:${t}` : t })));
+        const { body } = await api(`/api/tags?${new URLSearchParams({ prefix: v, limit: 12 })}`);
+        $("tag-list").replaceChildren(...body.tags.map((t) => el("option", { value: caps.text ? `tag:${t}` : t })));
       } catch (_) { /* suggestions are optional */ }
     }, 150);
   });
-  form.addEventListener("submit", (e) => { e.preventDefault(); searchWords(qInput.value); });
-
-  function useFile(file) {
-    if (!file) return;
-    if (file.type && !file.type.startsWith("image/")) {
-      showError(`${file.name} is not an image`);
+  // keyboard: "/" focuses the search box, arrows move between cards, Esc leaves the image view; in the image view
+  // left/right go to the previous/next image of the last grid
+  document.addEventListener("keydown", (e) => {
+    const typing = /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement?.tagName);
+    if (e.key === "/" && !typing) { e.preventDefault(); $("q").focus(); return; }
+    const { view, arg } = route();
+    if (e.key === "Escape" && view === "viewer") { history.back(); return; }
+    if (typing) return;
+    if (view === "viewer" && (e.key === "ArrowRight" || e.key === "ArrowLeft")) {
+      const i = gridOrder.indexOf(decodeURIComponent(arg || ""));
+      const j = i + (e.key === "ArrowRight" ? 1 : -1);
+      if (i >= 0 && j >= 0 && j < gridOrder.length) go("viewer", {}, gridOrder[j]);
       return;
     }
-    preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
-    hint.hidden = true;
-    queryLabel.textContent = file.name;
-    run({ kind: "file", file });
-  }
-
-  fileInput.addEventListener("change", () => useFile(fileInput.files[0]));
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); } });
-  ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); }));
-  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
-  drop.addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
-  kSelect.addEventListener("change", () => { if (lastQuery) run(lastQuery); });
-
-  loadStats().then(() => {  // a shared link: ?text=... or ?tag=...
-    const params = new URLSearchParams(location.search);
-    if (params.get("text")) searchWords(params.get("text"));
-    else if (params.get("tag")) searchWords(`tag:${params.get("tag")}`);
+    const cardEl = document.activeElement?.closest?.(".card");
+    if (!cardEl || !["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp"].includes(e.key)) return;
+    const cards = [...cardEl.parentElement.querySelectorAll(".card")];
+    const i = cards.indexOf(cardEl);
+    const perRow = Math.max(1, Math.round(cardEl.parentElement.clientWidth / cardEl.offsetWidth));
+    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow }[e.key];
+    const next = cards[Math.min(cards.length - 1, Math.max(0, i + step))];
+    e.preventDefault();
+    next.focus();
   });
-})();
+  window.addEventListener("hashchange", render);
+}
+
+wire();
+loadStats().then(() => {
+  // links of the first page (?text= / ?tag=) still open their search
+  const q = new URLSearchParams(location.search);
+  if (!location.hash && (q.get("text") || q.get("tag"))) {
+    go("search", q.get("text") ? { text: q.get("text") } : { q_tag: q.get("tag") });
+    return;
+  }
+  render();
+});
