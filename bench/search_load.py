@@ -200,7 +200,7 @@ def run(quick: bool = False) -> dict:
     from imgsearch.server.live import live_server
 
     n_vectors = 2_000 if quick else 10_240
-    per_phase = 150 if quick else 4_000
+    per_phase = 80 if quick else 4_000
     max_s = 20 if quick else 150
     with tempfile.TemporaryDirectory(prefix="imgsearch-bench-") as tmp:
         work = Path(tmp)

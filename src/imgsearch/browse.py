@@ -39,18 +39,34 @@ class BrowseIndex:
         self._key: tuple | None = None  # (collection, count) the table was read for
         self._at = 0.0
         self._folders: list[tuple[str, int]] | None = None
+        self._refreshing = False
 
     def invalidate(self) -> None:
         with self._lock:
             self._key = None
 
     def table(self, info: CollectionInfo) -> pa.Table:
+        """The current table: read now if there is none or the collection changed; if it is only old, it is served
+        while a background thread reads it again (a busy page must not wait seconds every `max_age_s`)."""
         with self._lock:
             key = (info.name, info.count)
-            if self._table is None or self._key != key or time.monotonic() - self._at > self.max_age_s:
+            if self._table is None or self._key != key:
                 self._table = self._read(info)
                 self._key, self._at, self._folders = key, time.monotonic(), None
+            elif time.monotonic() - self._at > self.max_age_s and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, args=(info, key), daemon=True,
+                                 name="imgsearch-browse-refresh").start()
             return self._table
+
+    def _refresh(self, info: CollectionInfo, key: tuple) -> None:
+        try:
+            table = self._read(info)
+            with self._lock:
+                if self._key == key:  # nothing newer was read meanwhile
+                    self._table, self._at, self._folders = table, time.monotonic(), None
+        finally:
+            self._refreshing = False
 
     def _read(self, info: CollectionInfo) -> pa.Table:
         fields = ["path", "mtime_us", "bytes", "width", "height"] + [f for f in ("format", "tags", "tag_scores")

@@ -385,21 +385,22 @@ class SearchService:
         key = (info.name, info.count)
         with self._dups_lock:
             if self._dups.get("key") != key or self._dups.get("error"):
-                def work(info=info):
+                state: dict = {"key": key, "found": None, "error": None}
+
+                def work() -> None:  # writes only its own state: a newer computation may have replaced it
                     try:
-                        found = pipeline.duplicate_links(self.store, info, self.db, self.settings,
-                                                         threshold=self.DUPLICATES_MIN, progress=False)
-                        self._dups["found"] = found
+                        state["found"] = pipeline.duplicate_links(self.store, info, self.db, self.settings,
+                                                                  threshold=self.DUPLICATES_MIN, progress=False)
                     except Exception as exc:  # reported to the caller, computed again on the next request
-                        self._dups["error"] = f"{type(exc).__name__}: {exc}"
-                thread = threading.Thread(target=work, name="imgsearch-duplicates", daemon=True)
-                self._dups = {"key": key, "found": None, "error": None, "thread": thread}
-                thread.start()
-            thread = self._dups["thread"]
-        thread.join(timeout=wait_s)
-        if self._dups.get("error"):
-            raise RuntimeError(self._dups["error"])
-        found = self._dups.get("found")
+                        state["error"] = f"{type(exc).__name__}: {exc}"
+                state["thread"] = threading.Thread(target=work, name="imgsearch-duplicates", daemon=True)
+                self._dups = state
+                state["thread"].start()
+            state = self._dups
+        state["thread"].join(timeout=wait_s)
+        if state.get("error"):
+            raise RuntimeError(state["error"])
+        found = state.get("found")
         return None if found is None else pipeline.duplicate_groups(found, threshold)
 
     def duplicate_group(self, image_id_: str, threshold: float, k: int = 50) -> list[Hit] | None:

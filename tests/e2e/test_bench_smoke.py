@@ -19,6 +19,20 @@ def test_search_load_quick_runs_without_errors():
     assert sec["quick"] is True and sec["total_errors"] == 0
     assert {p["mode"] for p in sec["phases"]} == {"closed", "open"}
     assert all(p["requests"] > 0 and p["p50_ms"] > 0 for p in sec["phases"])
+    # one run compares plain search with the default, filtered search and browsing
+    assert set(sec["throughput_vs_plain_search"]) == {"search, plain (no query expansion)",
+                                                      "search (default: query expansion)", "search with filters",
+                                                      "browse, newest first", "browse with filters"}
+
+
+def test_quality_quick_measures_the_variants():
+    sec = _quick("quality", "quality")
+    assert set(sec["sets"]) == {"stamps", "openclipart", "wesnoth"}
+    posts = {r["post"] for r in sec["rows"]}
+    assert {"none", "alpha-QE", "centred", "PCA-256"} <= posts and {r["pooling"] for r in sec["rows"]} == {"avg", "gem"}
+    base = next(r for r in sec["rows"] if r["post"] == "none" and r["pooling"] == "avg" and not r["flip_tta"])
+    assert all(v == 0 for v in base["mAP_gain"].values()) and 0 < base["sets"]["stamps"]["mAP"] <= 1
+    assert "default" in sec and set(sec["default"]["sets"]) == set(sec["sets"])
 
 
 def _quick(name: str, section: str) -> dict:

@@ -28,6 +28,20 @@ def launch(pw):
         "--disable-component-update", "--disable-sync"])
 
 
+def search_words(browser, url: str, placeholder: str, words: str):
+    """Open the page, check the search box says what it searches (its placeholder), type words and submit."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    expect(page.locator("#q")).to_have_attribute("placeholder", re.compile(placeholder))
+    page.fill("#q", words)
+    page.press("#q", "Enter")
+    return page, errors, page.locator("#results .card")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, photo_paths):
     db, src = index_photos(tmp_path_factory, photo_paths, "browser")
@@ -104,14 +118,7 @@ def test_keyword_search_tags_details_and_shared_link(served):
     with sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            expect(page.locator("#q")).to_have_attribute("placeholder", re.compile("tag"))
-            page.fill("#q", "espresso")
-            page.press("#q", "Enter")
-            cards = page.locator("#results .card")
+            page, errors, cards = search_words(browser, url, "tag", "espresso")
             expect(cards).to_have_count(1)
             expect(cards.first.locator(".name")).to_contain_text("skimage_coffee.png")
             expect(cards.first.locator(".tag").first).to_have_text("espresso")
@@ -169,14 +176,7 @@ def test_text_search_on_a_clip_collection(tmp_path, photo_paths, clip_weights):
             expected = [x["id"] for x in json.load(r)["results"]]
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            expect(page.locator("#q")).to_have_attribute("placeholder", re.compile("Describe"))
-            page.fill("#q", "a cat on a sofa")
-            page.press("#q", "Enter")
-            cards = page.locator("#results .card")
+            page, errors, cards = search_words(browser, url, "Describe", "a cat on a sofa")
             expect(cards).to_have_count(10)
             expect(page.locator("#status")).to_contain_text('"a cat on a sofa"')
             assert [cards.nth(i).get_attribute("data-id") for i in range(10)] == expected

@@ -22,6 +22,7 @@ from imgsearch import __version__
 from imgsearch.config import Settings, get_settings
 from imgsearch.server.metrics import Metrics
 from imgsearch.browse import MAX_PAGE
+from imgsearch.duplicates import DEFAULT_THRESHOLD
 from imgsearch.filters import FilterError, Filters, folder_uri
 from imgsearch.filters import parse as parse_filters
 from imgsearch.query import MAX_TEXT_CHARS
@@ -298,7 +299,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         return await run_in_threadpool(svc().folders, parent)
 
     @app.get("/api/duplicates", dependencies=[Read, only_fields("threshold", "offset", "limit", "format")])
-    async def duplicates(threshold: Annotated[float, Query(ge=SearchService.DUPLICATES_MIN, le=1.0)] = 0.9,
+    async def duplicates(threshold: Annotated[float, Query(ge=SearchService.DUPLICATES_MIN, le=1.0)] = DEFAULT_THRESHOLD,
                          offset: Annotated[int, Query(ge=0)] = 0,
                          limit: Annotated[int, Query(ge=1, le=500)] = 50,
                          format: Annotated[Literal["json", "csv"], Query()] = "json"):
@@ -325,7 +326,8 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
                 "method": got["method"], "groups": page}
 
     @app.get("/api/images/{image_id}/duplicates", response_model=list[Result], dependencies=[Read])
-    async def image_duplicates(image_id: str, threshold: Annotated[float, Query(ge=0.5, le=1.0)] = 0.9):
+    async def image_duplicates(image_id: str,
+                               threshold: Annotated[float, Query(ge=0.5, le=1.0)] = DEFAULT_THRESHOLD):
         """The image's near-duplicates: indexed images at cosine >= threshold (itself excluded)."""
         hits = await run_in_threadpool(svc().duplicate_group, image_id, threshold)
         if hits is None:

@@ -276,8 +276,8 @@ async function runViewer(id) {
     $("viewer-tags").replaceWith(tags);
     $("viewer-similar").onclick = () => go("search", { like: m.id, name: m.name, ...filters() });
     $("viewer-delete").onclick = () => removeImage(m);
-    const { body: dups } = await api(`/api/images/${encodeURIComponent(id)}/duplicates?threshold=0.9`);
-    $("viewer-dups-note").textContent = dups.length ? `(${dups.length}, similarity ≥ 0.90)` : "(none at similarity ≥ 0.90)";
+    const { body: dups } = await api(`/api/images/${encodeURIComponent(id)}/duplicates?threshold=${DUP_DEFAULT}`);
+    $("viewer-dups-note").textContent = dups.length ? `(${dups.length}, similarity ≥ ${DUP_DEFAULT})` : `(none at similarity ≥ ${DUP_DEFAULT})`;
     $("viewer-dups").replaceChildren(...dups.map((r, i) => card(r, i, { enterOpens: true })));
   } catch (e) {
     showError(`Cannot open the image: ${e.message}`);
@@ -297,9 +297,10 @@ async function removeImage(m) {
 }
 
 // -- duplicates ------------------------------------------------------------------------------------------------
+const DUP_DEFAULT = "0.70"; // the calibrated default of `imgsearch duplicates` (README: near-duplicates)
 let dupShown = 0;
 async function runDuplicates(params, append = false) {
-  const t = Number(params.get("threshold") || 0.9).toFixed(2);
+  const t = Number(params.get("threshold") || DUP_DEFAULT).toFixed(2);
   $("threshold").value = t;
   $("threshold-out").textContent = t;
   $("export-csv").href = `/api/duplicates?threshold=${t}&format=csv`;
@@ -317,7 +318,7 @@ async function runDuplicates(params, append = false) {
     }
     for (const g of body.groups) box.append(groupRow(g, ++dupShown));
     setStatus(status, body.groups_total
-      ? `${body.groups_total} groups, ${body.images_in_groups} of ${body.images} images, at similarity ≥ ${t} (largest first)`
+      ? `${body.groups_total} group${body.groups_total === 1 ? "" : "s"}, ${body.images_in_groups} of ${body.images} images, at similarity ≥ ${t} (largest first)`
       : `No near-duplicates at similarity ≥ ${t}.`);
     $("more-groups").hidden = dupShown >= body.groups_total;
     $("more-groups").onclick = () => runDuplicates(params, true);
