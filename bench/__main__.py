@@ -1,4 +1,4 @@
-"""python -m bench {all,cpu,scale,buckets,quality,indexing,search-latency,search-load,spark-vs-local,pca,kill-resume,eval,table,readme} [--quick]"""
+"""python -m bench {all,cpu,scale,buckets,quality,quality-reference,indexing,search-latency,search-load,spark-vs-local,pca,kill-resume,eval,table,readme} [--quick]"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bench import indexing, kill_resume, pca, quality, scale, search_latency, se
 BENCHMARKS = {"indexing": indexing.run, "search-latency": search_latency.run, "search-load": search_load.run,
               "spark-vs-local": spark_vs_local.run, "pca": pca.run, "eval": eval_bench.run,
               "kill-resume": kill_resume.run, "cpu": cpu.run, "scale": scale.run,
-              "buckets": buckets.run, "quality": quality.run}
+              "buckets": buckets.run, "quality": quality.run, "quality-reference": quality.run_reference}
 
 
 def main() -> None:

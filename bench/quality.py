@@ -177,3 +177,116 @@ def markdown(figures: dict) -> str:
         cells = " | ".join(f"{r['sets'][s]['mAP']:.3f} ({r['sets'][s]['P@1']:.3f})" for s in sets)
         lines.append(f"| {name} | {cells} | {r['img_per_s']} | {'yes' if r['raises_every_set'] else 'no'} |")
     return head + "\n".join(lines) + "\n"
+
+
+# -- learned on another, larger collection -------------------------------------------------------------------------
+
+REFERENCE_ARCHIVES = ("/usr/share/games/ufoai/base/0textures.pk3", "/usr/share/games/nexuiz/data/textures.pk3")
+REFERENCE_FOLDERS = ("/usr/share/wallpapers", "/usr/share/backgrounds")
+
+
+def reference_images(crops: int, work: Path) -> list[bytes]:
+    """Images none of the labelled sets holds: the UFO:AI and Nexuiz textures (photo-derived, read out of their .pk3
+    archives; TGA re-encoded as PNG), the desktop wallpapers and camera-size crops of the sample photos."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from bench.datasets import camera_jpegs
+
+    out: list[bytes] = []
+    for arch in REFERENCE_ARCHIVES:
+        if not Path(arch).is_file():
+            continue
+        with zipfile.ZipFile(arch) as z:
+            for n in sorted(z.namelist()):
+                if n.lower().endswith((".jpg", ".jpeg", ".png", ".tga")):
+                    data = z.read(n)
+                    try:
+                        with Image.open(io.BytesIO(data)) as im:
+                            if min(im.size) < 32:
+                                continue
+                            if n.lower().endswith(".tga"):
+                                buf = io.BytesIO()
+                                im.convert("RGB").save(buf, "PNG")
+                                data = buf.getvalue()
+                    except Exception:  # noqa: BLE001 - not an image Pillow reads
+                        continue
+                    out.append(data)
+    for folder in REFERENCE_FOLDERS:
+        seen = set()
+        for p in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file() and p.resolve() not in seen:
+                seen.add(p.resolve())
+                if p.stat().st_size <= 20 * 2**20:
+                    out.append(p.read_bytes())
+    out += [p.read_bytes() for p in camera_jpegs(work / "crops", crops)]
+    return out
+
+
+def byte_features(model: str, images: list[bytes]) -> np.ndarray:
+    """Average-pooled features of encoded images, decoded as indexing decodes (undecodable ones skipped)."""
+    import torch
+
+    from imgsearch.imaging import DecodeError, decode_image
+    from imgsearch.models import get_spec
+
+    spec = get_spec(model)
+    net = spec.build(None).eval()
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    feats = []
+    for start in range(0, len(images), 32):
+        crops = []
+        for data in images[start:start + 32]:
+            try:
+                crops.append(decode_image(data, spec.prep, MAX_PIXELS).pixels)
+            except DecodeError:
+                continue
+        if not crops:
+            continue
+        x = (torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() - mean) / std
+        with torch.inference_mode():
+            feats.append(net.inner.extract_features(x).mean(dim=(2, 3)).numpy())
+    return np.concatenate(feats)
+
+
+def run_reference(quick: bool = False) -> dict:
+    """Centring and PCA (plain and whitened) learned on a larger collection of *other* images, applied to each
+    labelled set (Lite0, average pooling): does a mean or a whitening learned elsewhere carry over?"""
+    import tempfile
+
+    from imgsearch.evaluation import alpha_query_expansion, labelled_metrics
+    from imgsearch.reduce import fit_batches
+    from imgsearch.vectors import unit
+
+    model = MODELS[0]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="imgsearch-bench-ref-") as tmp:
+        images = reference_images(200 if quick else 2000, Path(tmp))
+    if quick:
+        images = images[:600]
+    log(f"quality-reference: embedding {len(images)} reference images with {model}")
+    ref = unit(byte_features(model, images))
+    mu = ref.mean(axis=0)
+    fits = {f"PCA-{d}{' whitened' if w else ''}": fit_batches([ref], "ref", dims=min(d, len(ref) // 2), whiten=w)
+            for d, w in ((256, False), (256, True), (512, True))}
+    out: dict[str, dict] = {}
+    for set_name, (files, labels) in labelled_sets(quick).items():
+        x = unit(features(model, files, flip=False)["avg"])
+        c = unit(x - mu)
+        variants = {"none": labelled_metrics(x, labels),
+                    "centred on the reference mean": labelled_metrics(c, labels),
+                    "centred on the reference mean + alpha-QE": labelled_metrics(c, labels,
+                                                                                 queries=alpha_query_expansion(c))}
+        for name, red in fits.items():
+            variants[f"{name} learned on the reference"] = labelled_metrics(red.transform(x), labels)
+        for name, m in variants.items():
+            out.setdefault(name, {})[set_name] = {k: round(m[k], 4) for k in ("mAP", "P@1", "recall@5")}
+        log(f"quality-reference: {set_name} done")
+    figures = {"model": model, "reference_images": len(ref),
+               "reference": "UFO:AI and Nexuiz textures, desktop wallpapers, camera-size crops of the sample photos",
+               "rows": out, "seconds": round(time.perf_counter() - started, 1)}
+    save("quality_reference", figures, quick)
+    return figures

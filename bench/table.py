@@ -195,6 +195,15 @@ def render() -> str:
         out.append("")
     if "quality" in secs:
         out += quality_rows(secs["quality"])
+    if "quality_reference" in secs:
+        sec = secs["quality_reference"]
+        sets = list(next(iter(sec["rows"].values())))
+        out += [f"Learned on another collection ({when(sec)}): the mean and PCA of {sec['reference_images']:,} other "
+                f"images ({sec['reference']}), applied to each labelled set ({sec['model']}, average pooling); "
+                "mAP (P@1):", "", "| configuration | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+        for name, got in sec["rows"].items():
+            out.append(f"| {name} | " + " | ".join(f"{got[s]['mAP']:.3f} ({got[s]['P@1']:.2f})" for s in sets) + " |")
+        out.append("")
     if "kill_resume" in secs:
         sec = secs["kill_resume"]
         out += [f"Crash safety ({when(sec)}): `imgsearch index` of {sec['images']} images SIGKILLed at random "

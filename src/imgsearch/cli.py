@@ -401,11 +401,11 @@ def models(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
     specs = list_models()
     if as_json:
         typer.echo(json.dumps([{"name": s.name, "dim": s.dim, "input": s.prep.crop, "description": s.description,
-                                "text": s.text, "tags": len(s.labels), "extra": s.extra or None}
+                                "text": s.text, "tags": s.tags, "extra": s.extra or None}
                                for s in specs], indent=2))
         return
     for s in specs:
-        what = ", ".join(x for x in ("text search" if s.text else "", "auto-tags" if s.labels else "") if x)
+        what = ", ".join(x for x in ("text search" if s.text else "", "auto-tags" if s.tags else "") if x)
         typer.echo(f"{s.name:20s} {s.dim:5d}-d  {s.description}" + (f" [{what}]" if what else ""))
 
 

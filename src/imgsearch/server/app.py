@@ -416,7 +416,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
         sv = svc()
         info = await run_in_threadpool(sv.info)
         return {"count": info.count if info else 0, "model": sv.model_name, "dim": info.dim if info else sv.embedder.dim,
-                "text": sv.embedder.has_text, "tags": bool(sv.embedder.labels) and (info is None or info.has_tags),
+                "text": sv.embedder.has_text, "tags": sv.embedder.spec.tags and (info is None or info.has_tags),
                 "reducer": info.reducer if info else None,
                 "collection": info.name if info else None, "index_type": info.index_type if info else None,
                 "db": sv.db, "uptime_s": round(time.time() - sv.started, 1), "version": __version__,
