@@ -205,13 +205,23 @@ def test_keyboard_and_phone_layout(app):
     page.goto(url + "/#/browse?sort=name")
     cards = page.locator("#browse-grid .card")
     expect(cards).to_have_count(19)
+    second = cards.nth(1).get_attribute("data-id")
+    # the second image's details answer late, after the third's: pressing "next" before it arrives must still end on
+    # the third image (an earlier build showed whichever answer came last)
+    page.evaluate("""(slow) => { const plain = window.fetch;
+        window.fetch = async (url, opts) => { const r = await plain(url, opts);
+          if (String(url).includes(`/api/images/${encodeURIComponent(slow)}/`)) await new Promise((ok) => setTimeout(ok, 800));
+          return r; }; }""", second)
     cards.first.focus()
     page.keyboard.press("ArrowRight")
-    assert page.evaluate("document.activeElement.dataset.id") == cards.nth(1).get_attribute("data-id")
+    assert page.evaluate("document.activeElement.dataset.id") == second
     page.keyboard.press("i")  # details of the focused image
     expect(page.locator("#viewer")).to_be_visible()
-    page.keyboard.press("ArrowRight")  # the next image of the grid
-    expect(page.locator("#viewer-name")).to_have_text(cards.nth(2).locator(".name").inner_text().strip())
+    page.keyboard.press("ArrowRight")  # the next image of the grid, before the second's details came
+    third = cards.nth(2).locator(".name").inner_text().strip()
+    expect(page.locator("#viewer-name")).to_have_text(third)
+    page.wait_for_timeout(1200)  # the second image's late answers have come and gone
+    expect(page.locator("#viewer-name")).to_have_text(third)
     page.keyboard.press("Escape")
     expect(page.locator("#view-browse")).to_be_visible()
     page.keyboard.press("/")

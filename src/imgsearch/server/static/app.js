@@ -201,6 +201,7 @@ async function runBrowse(params) {
   const size = Math.min(200, Math.max(1, Number(params.get("limit") || PAGE)));
   $("sort").value = sort;
   const status = $("browse-status"), grid = $("browse-grid");
+  const gen = generation;
   showError("");
   setStatus(status, "Loading…", true);
   try {
@@ -209,6 +210,7 @@ async function runBrowse(params) {
       api(`/api/images?${filterQuery({ sort, offset, limit: size })}`),
       api(`/api/folders${folder ? "?" + new URLSearchParams({ parent: folder }) : ""}`),
     ]);
+    if (stale(gen)) return;
     renderFolders(tree, folder);
     gridOrder = body.items.map((r) => r.id);
     const cards = [];
@@ -229,6 +231,7 @@ async function runBrowse(params) {
     $("prev").onclick = () => go("browse", { ...Object.fromEntries(params), offset: Math.max(0, offset - size) });
     $("next").onclick = () => go("browse", { ...Object.fromEntries(params), offset: offset + size });
   } catch (e) {
+    if (stale(gen)) return;
     grid.replaceChildren();
     setStatus(status, "");
     showError(`Browsing failed: ${e.message}`);
@@ -260,9 +263,11 @@ function renderFolders(tree, current) {
 
 // -- image view ------------------------------------------------------------------------------------------------
 async function runViewer(id) {
+  const gen = generation;
   showError("");
   try {
     const { body: m } = await api(`/api/images/${encodeURIComponent(id)}/meta`);
+    if (stale(gen)) return;
     $("viewer-img").src = m.image_url;
     $("viewer-img").alt = m.name;
     $("viewer-link").href = m.image_url;
@@ -277,10 +282,11 @@ async function runViewer(id) {
     $("viewer-similar").onclick = () => go("search", { like: m.id, name: m.name, ...filters() });
     $("viewer-delete").onclick = () => removeImage(m);
     const { body: dups } = await api(`/api/images/${encodeURIComponent(id)}/duplicates?threshold=${DUP_DEFAULT}`);
+    if (stale(gen)) return;
     $("viewer-dups-note").textContent = dups.length ? `(${dups.length}, similarity ≥ ${DUP_DEFAULT})` : `(none at similarity ≥ ${DUP_DEFAULT})`;
     $("viewer-dups").replaceChildren(...dups.map((r, i) => card(r, i, { enterOpens: true })));
   } catch (e) {
-    showError(`Cannot open the image: ${e.message}`);
+    if (!stale(gen)) showError(`Cannot open the image: ${e.message}`);
   }
 }
 async function removeImage(m) {
@@ -307,12 +313,14 @@ async function runDuplicates(params, append = false) {
   $("export-json").href = `/api/duplicates?threshold=${t}&limit=500`;
   const status = $("dups-status"), box = $("groups");
   if (!append) { dupShown = 0; box.replaceChildren(); }
+  const gen = generation;
   showError("");
   setStatus(status, "Finding near-duplicates…", true);
   try {
     let resp, body;
     for (;;) {
       ({ resp, body } = await api(`/api/duplicates?threshold=${t}&offset=${dupShown}&limit=20`));
+      if (stale(gen)) return;
       if (resp.status !== 202) break;
       await new Promise((r) => setTimeout(r, 1000));
     }
@@ -323,6 +331,7 @@ async function runDuplicates(params, append = false) {
     $("more-groups").hidden = dupShown >= body.groups_total;
     $("more-groups").onclick = () => runDuplicates(params, true);
   } catch (e) {
+    if (stale(gen)) return;
     setStatus(status, "");
     showError(`Duplicates failed: ${e.message}`);
   }
@@ -345,9 +354,11 @@ function groupRow(g, n) {
 
 // -- status ----------------------------------------------------------------------------------------------------
 async function runStatus() {
+  const gen = generation;
   showError("");
   try {
     const { body: s } = await api("/api/status");
+    if (stale(gen)) return;
     const facts = [["images", s.count.toLocaleString()], ["collection", s.collection || "(none yet)"], ["model", s.model],
       ["dimensions", s.dim], ["PCA reducer", s.reducer || "none"], ["index", `${s.index_type || "?"} ${JSON.stringify(s.index_params)}`],
       ["search by", [s.text ? "text" : "", s.tags ? "tags" : "", "image"].filter(Boolean).join(", ")], ["database", s.db]];
@@ -362,12 +373,17 @@ async function runStatus() {
       el("tr", {}, el("td", { textContent: decodeURIComponent(f.path.replace(/^file:\/\//, "")) }), el("td", { textContent: f.error })))
       : [el("tr", {}, el("td", { colSpan: 2, className: "muted", textContent: "no failed files" }))]));
   } catch (e) {
-    showError(`Status unavailable: ${e.message}`);
+    if (!stale(gen)) showError(`Status unavailable: ${e.message}`);
   }
 }
 
 // -- router ----------------------------------------------------------------------------------------------------
+// Each render starts a generation; an answer that arrives after a newer render is dropped, so fast key presses
+// (next, next) cannot leave an older image's answer on screen.
+let generation = 0;
+const stale = (gen) => gen !== generation;
 function render() {
+  generation += 1;
   const { view, arg, params } = route();
   for (const v of views) $(v === "viewer" ? "viewer" : `view-${v}`).hidden = v !== view;
   document.querySelectorAll("nav a[data-view]").forEach((a) => a.classList.toggle("current", a.dataset.view === view));
