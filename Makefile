@@ -21,7 +21,7 @@ SERVE  ?= 1
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install browser demo demo-data test test-fast bench clean
+.PHONY: install browser azurite demo demo-data test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ install: $(STAMP)
 # Debian's Chromium for the browser test (Playwright drives it; no browser download). Needs root, as on CI machines.
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will be skipped"; }
+
+# Microsoft's Azurite (npm) for the az:// tests, into the venv; without npm those tests are skipped.
+azurite: install
+	@test -x $(VENV)/azurite/node_modules/.bin/azurite-blob || { command -v npm >/dev/null && \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3 || \
+	  echo "no npm (or its install failed): the az:// tests will be skipped"; }
 
 # DEMO=full (default): a few thousand images from Debian packages (installed here if missing and root);
 # DEMO=small: the 21 sample photos from PyPI packages and edited copies (no Debian packages needed).
@@ -61,7 +67,7 @@ endif
 	@if [ "$(SERVE)" = 1 ]; then echo "open http://$(HOST):$(PORT)/ to search, browse and clean up the collection"; \
 	  $(BIN)/imgsearch serve --db $(DB) --host $(HOST) --port $(PORT); fi
 
-test: install browser
+test: install browser azurite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The unit tier (tests/unit): no servers, no real model; under two minutes.

@@ -263,14 +263,28 @@ def render() -> str:
     if "scale" in secs:
         out += scale_rows(secs["scale"])
     if "buckets" in secs:
-        sec = secs["buckets"]
-        out += [f"Indexing from a bucket ({when(sec)}): `imgsearch embed` of {sec['images']} web-size JPEGs from "
-                f"local disk and from an S3 server on loopback ({sec['server']}), alternated, best of "
-                f"{sec['rounds']}: local {sec['local_img_per_s']} img/s, bucket {sec['bucket_img_per_s']} img/s "
-                f"(**{sec['bucket_over_local_rate']:.2f} ×**; the server itself used "
-                f"{sec.get('server_cpu_share_of_machine', float('nan')):.0%} of this machine's CPU during the bucket run); "
-                f"{sec['requests_per_image']} requests per image ({sec['requests_one_run']}).", ""]
+        out += bucket_rows(secs["buckets"])
     return "\n".join(out)
+
+
+def bucket_rows(sec: dict) -> list[str]:
+    if "runs" not in sec:  # results of the first version: one shared-cores comparison
+        return [f"Indexing from a bucket ({when(sec)}): `imgsearch embed` of {sec['images']} web-size JPEGs, local disk "
+                f"{sec['local_img_per_s']} img/s, bucket {sec['bucket_img_per_s']} img/s "
+                f"(**{sec['bucket_over_local_rate']:.2f} ×**), {sec['requests_per_image']} requests per image.", ""]
+    out = [f"Indexing from a bucket ({when(sec)}): `imgsearch embed` of {sec['images']} web-size JPEGs from local disk "
+           f"and from an S3 server on loopback ({sec['server']}), alternated, best of {sec['rounds']}:", "",
+           "| cores | local disk img/s | bucket img/s | bucket / local | server CPU (share of machine) | "
+           "imgsearch CPU per image: local disk / extra from the bucket | requests per image |",
+           "|---|---|---|---|---|---|---|"]
+    for mode, r in sec["runs"].items():
+        cores = (f"imgsearch {r['imgsearch_cores']}, server {r['server_cores']} (pinned)" if mode == "pinned"
+                 else f"all {r['imgsearch_cores']} shared with the server")
+        out.append(f"| {cores} | {r['local_img_per_s']} | {r['bucket_img_per_s']} | "
+                   f"**{r['bucket_over_local_rate']:.2f} ×** | {r['server_cpu_share_of_machine']:.0%} | "
+                   f"{r.get('local_cpu_ms_per_image', '?')} ms / +{r.get('client_cpu_ms_per_image', '?')} ms | "
+                   f"{r['requests_per_image']} ({', '.join(f'{k} {v}' for k, v in r['requests_one_run'].items())}) |")
+    return out + [""]
 
 
 def run(quick: bool = False) -> None:

@@ -1,12 +1,18 @@
-"""Images in object storage (S3 and S3-compatible servers, Google Cloud Storage): list and read objects by URI.
+"""Images in object storage (S3 and S3-compatible servers, Google Cloud Storage, Azure Blob Storage): list and read
+objects by URI.
 
 One file-system layer, pyarrow's (`pyarrow.fs`, C++ AWS/GCS clients in the wheel imgsearch already needs), so no
 extra dependency. Credentials come as every AWS tool reads them (AWS_ACCESS_KEY_ID/..., AWS_PROFILE, ~/.aws/); the
-endpoint of an S3-compatible server (MinIO, Ceph, moto) from `Settings.s3_endpoint` (IMGSEARCH_S3_ENDPOINT).
+endpoint of an S3-compatible server (MinIO, Ceph, moto) from `Settings.s3_endpoint` (IMGSEARCH_S3_ENDPOINT). GCS
+credentials are Google's defaults (GOOGLE_APPLICATION_CREDENTIALS, the metadata server); IMGSEARCH_GCS_ENDPOINT
+points at an emulator. Azure: `az://container/key` (fsspec's spelling; Hadoop's abfs:// stays Hadoop's) in the account
+`Settings.azure_account` (IMGSEARCH_AZURE_ACCOUNT, else AZURE_STORAGE_ACCOUNT), with AZURE_STORAGE_KEY if set, else
+Azure's default credentials; IMGSEARCH_AZURE_ENDPOINT points at an emulator (Azurite).
 
 The URI rule (what ids are hashed from): `s3://bucket/key` with the key percent-encoded exactly as file URIs are
 (RFC 3986 unreserved and sub-delims kept); `s3a://` and `s3n://` (Hadoop's names for the same objects) are written
-as `s3://`, so an object has one id whichever engine or spelling found it. `gs://bucket/key` likewise.
+as `s3://`, so an object has one id whichever engine or spelling found it. `gs://bucket/key` and
+`az://container/key` likewise.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
     from pyarrow import fs as pafs
 
 #: scheme as users (or Hadoop) write it -> the one it is stored under
-BUCKET_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
+BUCKET_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "az": "az"}
 URI_SAFE = "/-_.~!$&'()*+,;=:@"
 
 
@@ -34,6 +40,10 @@ class BucketConfig:
     endpoint: str = ""  # S3-compatible server, e.g. http://127.0.0.1:9000 ('' = AWS)
     region: str = ""  # '' = AWS_DEFAULT_REGION / profile / us-east-1
     anonymous: bool = False  # public buckets: no credentials sent
+    gcs_endpoint: str = ""  # a GCS-compatible server (emulator); '' = Google Cloud Storage
+    gcs_anonymous: bool = False  # public buckets; else Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS)
+    azure_account: str = ""  # the storage account of az:// URIs
+    azure_endpoint: str = ""  # an Azure-compatible blob server (Azurite); '' = <account>.blob.core.windows.net
 
 
 def is_bucket_uri(uri: str) -> bool:
@@ -45,7 +55,7 @@ def normalize_bucket_uri(uri: str) -> str:
     parts = urlsplit(uri)
     scheme = BUCKET_SCHEMES.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
-        raise SourceError(f"not a bucket URI (s3://bucket/key or gs://bucket/key): {uri}")
+        raise SourceError(f"not a bucket URI (s3://bucket/key, gs://bucket/key or az://container/key): {uri}")
     key = quote_from_bytes(unquote_to_bytes(parts.path), safe=URI_SAFE)
     return f"{scheme}://{parts.netloc}{key}"
 
@@ -76,7 +86,25 @@ def filesystem(scheme: str, config: BucketConfig) -> "pafs.FileSystem":
             opts.setdefault("region", "us-east-1")  # S3-compatible servers rarely care; AWS resolution needs one
         return pafs.S3FileSystem(**opts)
     if scheme == "gs":
-        return pafs.GcsFileSystem(anonymous=config.anonymous)
+        from datetime import timedelta
+
+        gopts: dict = {"anonymous": config.gcs_anonymous, "retry_time_limit": timedelta(seconds=60)}
+        if config.gcs_endpoint:
+            ep = urlsplit(config.gcs_endpoint if "://" in config.gcs_endpoint else f"https://{config.gcs_endpoint}")
+            gopts.update(endpoint_override=ep.netloc, scheme=ep.scheme)
+        return pafs.GcsFileSystem(**gopts)
+    if scheme == "az":
+        import os
+
+        account = config.azure_account or os.environ.get("AZURE_STORAGE_ACCOUNT", "")
+        if not account:
+            raise SourceError("az:// needs the storage account: set IMGSEARCH_AZURE_ACCOUNT (or AZURE_STORAGE_ACCOUNT)")
+        aopts: dict = {"account_key": os.environ.get("AZURE_STORAGE_KEY") or None}  # None: Azure's default credential
+        if config.azure_endpoint:
+            ep = urlsplit(config.azure_endpoint if "://" in config.azure_endpoint else f"https://{config.azure_endpoint}")
+            aopts.update(blob_storage_authority=ep.netloc, blob_storage_scheme=ep.scheme,
+                         dfs_storage_authority=ep.netloc, dfs_storage_scheme=ep.scheme)
+        return pafs.AzureFileSystem(account, **aopts)
     raise SourceError(f"no file system for {scheme}://")
 
 
@@ -144,7 +172,8 @@ def _mapped(call, *args):
         raise
     except OSError as exc:
         text = str(exc)
-        if "ACCESS_DENIED" in text or "AccessDenied" in text or "HTTP status 403" in text:
+        if any(m in text for m in ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "AuthorizationFailure",
+                                   "AuthorizationPermissionMismatch")):
             raise PermissionError(13, f"access denied: {first_line(exc)}") from exc
         raise
 

@@ -1,7 +1,7 @@
 """What an embeddings folder already holds, and what a rerun must do: the state behind incremental, resumable runs.
 
 The Parquet dataset an engine writes is the record of completed work. Each part file is committed whole (temp name,
-then rename; Spark's task commit for the Spark engine), so after a crash or `kill -9` the folder holds every finished
+then rename; one finished upload in a bucket; Spark's task commit for the Spark engine), so after a crash or `kill -9` the folder holds every finished
 part and nothing half-written. A rerun lists the source again and compares each file with its row:
 
 * a file is *done* when the dataset has a row for its id with the same size and modification time (to the
@@ -18,7 +18,9 @@ removed files, duplicates a crash may have left), so a finished dataset holds ex
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +53,9 @@ class State:
     keys: list[Key]
     failed: list[bool]
     parts: list[int]  # index into part_paths
-    part_paths: list[Path]
+    part_paths: list[str]  # in the location's file system
     models: set[str]
+    location: dset.Location | None = None
 
     def current(self, root: str | None = None) -> dict[str, tuple[Key, bool]]:
         """id -> (key, failed) of its newest row (parts are read newest first); only files under `root` if given."""
@@ -63,15 +66,17 @@ class State:
         return out
 
 
-def read_state(folder: str | os.PathLike[str]) -> State:
+def read_state(folder: "str | os.PathLike[str] | dset.Location") -> State:
     """Every row's id, path, (size, mtime) and outcome, parts read newest first (so the newest row of an id wins)."""
-    root = Path(folder)
-    parts = dset.part_files(root) if root.is_dir() else []
-    parts.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    st = State([], [], [], [], [], parts, set())
+    loc = dset.locate(folder)
+    infos = dset.part_infos(loc, missing_ok=True)
+    # newest first: modification time, then name (ours sort in commit order; a bucket's times have whole seconds)
+    infos.sort(key=lambda i: (i.mtime_ns or 0, i.base_name), reverse=True)
+    parts = [i.path for i in infos]
+    st = State([], [], [], [], [], parts, set(), loc)
     for i, part in enumerate(parts):
         try:
-            t = pq.read_table(part, columns=["id", "path", "bytes", "mtime", "error", "model"])
+            t = pq.read_table(part, columns=["id", "path", "bytes", "mtime", "error", "model"], filesystem=loc.fs)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DatasetError(f"{part}: unreadable part file ({exc}); delete it and run again") from None
         mt = t.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
@@ -147,7 +152,7 @@ class CompactReport:
     rewritten: int = 0
 
 
-def compact(folder: str | os.PathLike[str], plan: Plan, *, sync: bool) -> CompactReport:
+def compact(folder: "str | os.PathLike[str] | dset.Location", plan: Plan, *, sync: bool) -> CompactReport:
     """Rewrite the parts holding rows that are no longer current, keeping one row per file.
 
     A row is dropped if it is an older version of a listed file, a duplicate, or (with `sync`) a file gone from the
@@ -171,23 +176,35 @@ def compact(folder: str | os.PathLike[str], plan: Plan, *, sync: bool) -> Compac
     for part, flags in by_part.items():
         if all(flags):
             continue
-        path = state.part_paths[part]
+        path, loc = state.part_paths[part], state.location
         rep.dropped += flags.count(False)
         rep.rewritten += 1
         if any(flags):
-            table = pq.read_table(path)
-            dset.write_part(table.filter(pa.array(flags)), path.parent)
-        path.unlink()
+            table = pq.read_table(path, filesystem=loc.fs)
+            dset.write_part(table.filter(pa.array(flags)), os.path.dirname(path) if loc.is_local else loc)
+        loc.fs.delete_file(path)
     return rep
 
 
 class FolderLock:
-    """One writer per embeddings folder (an advisory lock the OS drops when the process dies, even by kill -9)."""
+    """One writer per embeddings folder (an advisory lock the OS drops when the process dies, even by kill -9).
+
+    A bucket holds no locks: a dataset there is locked on this machine only (a file named after its URI in the temp
+    folder), so two jobs on one machine cannot interleave; jobs on two machines writing one prefix are the user's to
+    avoid (README)."""
 
     NAME = ".imgsearch.lock"
 
-    def __init__(self, folder: str | os.PathLike[str]):
-        self.path = Path(folder) / self.NAME
+    def __init__(self, folder: "str | os.PathLike[str] | dset.Location"):
+        loc = dset.locate(folder)
+        if loc.is_local:
+            self.path = Path(loc.path) / self.NAME
+            self.name = loc.path
+        else:
+            digest = hashlib.sha256(loc.uri.encode()).hexdigest()[:24]
+            self.path = Path(tempfile.gettempdir()) / "imgsearch-locks" / f"{digest}.lock"
+            self.name = loc.uri
+        self._local = loc.is_local
         self._fh = None
 
     def __enter__(self) -> "FolderLock":
@@ -197,9 +214,10 @@ class FolderLock:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._fh.close()
-            raise DatasetError(f"{self.path.parent} is being written by another imgsearch job; wait for it to end") from None
-        for stale in self.path.parent.glob(".part-*.tmp"):  # left by a job that was killed mid-write
-            stale.unlink(missing_ok=True)
+            raise DatasetError(f"{self.name} is being written by another imgsearch job; wait for it to end") from None
+        if self._local:
+            for stale in self.path.parent.glob(".part-*.tmp"):  # left by a job that was killed mid-write
+                stale.unlink(missing_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:

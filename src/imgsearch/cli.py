@@ -68,6 +68,8 @@ def _report_embed(rep, quiet: bool = False) -> None:
         typer.echo("nothing to embed: every file is up to date", err=True)
         return
     rate = f", {rep.images_per_second:.1f} img/s" if rep.seconds else ""
+    if rep.cpu_seconds and rep.embedded + rep.failed:  # what sizing a machine needs: CPU time per image
+        rate += f", {rep.cpu_seconds / (rep.embedded + rep.failed) * 1000:.1f} ms CPU per image"
     typer.echo(f"embedded {rep.embedded} images with {rep.model} ({rep.dim}-d) in {rep.seconds:.1f}s{rate}", err=True)
     if rep.skipped_non_images:
         typer.echo(f"skipped {rep.skipped_non_images} files that are not images by name or content", err=True)
@@ -81,7 +83,8 @@ def _report_embed(rep, quiet: bool = False) -> None:
 
 @app.command()
 def embed(src: str = typer.Argument(..., help="folder or image file"),
-          out: str = typer.Option(..., "--out", "-o", help="output folder for the Parquet dataset"),
+          out: str = typer.Option(..., "--out", "-o",
+                                  help="folder or bucket prefix (s3://, gs://) for the Parquet dataset"),
           model: str = ModelOpt, weights: Optional[str] = WeightsOpt,
           overwrite: bool = typer.Option(False, "--overwrite", help="start from empty: drop the embeddings in --out"),
           sync: bool = SyncOpt, retry_failed: bool = RetryOpt,
@@ -116,7 +119,8 @@ def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'e
 @app.command()
 def index(src: str = typer.Argument(..., help="folder or image file"), db: str = DbOpt, model: str = ModelOpt,
           weights: Optional[str] = WeightsOpt,
-          out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder"),
+          out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder or "
+                                            "bucket prefix (s3://, gs://)"),
           batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
           master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
           conf: Optional[list[str]] = ConfOpt,

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
                              "AWS. Credentials: the usual AWS_* variables or profile")
     s3_region: str = Field("", description="bucket region; empty = AWS_DEFAULT_REGION, the profile's, or us-east-1")
     s3_anonymous: bool = Field(False, description="read public buckets without credentials")
+    gcs_endpoint: str = Field("", description="a GCS-compatible server for gs:// (an emulator); empty = Google Cloud "
+                              "Storage with Google's default credentials")
+    gcs_anonymous: bool = Field(False, description="read public gs:// buckets without credentials")
+    azure_account: str = Field("", description="storage account of az://container/key URIs (else "
+                               "AZURE_STORAGE_ACCOUNT); the key from AZURE_STORAGE_KEY, else Azure's default credential")
+    azure_endpoint: str = Field("", description="an Azure-compatible blob server for az:// (Azurite, "
+                                "http://127.0.0.1:10000); empty = the account's blob.core.windows.net")
     io_threads: int = Field(16, ge=1, le=256, description="concurrent object reads when indexing a bucket")
     worker_log: str = Field("", description="file to which engines append 'load <pid>' and 'batch <pid> <n>' lines "
                             "(tests, benchmarks, curious operators count model loads and work done with it)")
@@ -80,6 +87,15 @@ class Settings(BaseSettings):
                                      "on a 2-core machine); 0 = number of CPU cores")
     query_batch_max: int = Field(16, ge=1, le=256, description="queries embedded together by the service")
     query_batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long the service waits to fill a batch")
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its affinity mask (taskset, cpusets of containers and YARN/Kubernetes
+    executors), which os.cpu_count() ignores; what "0 = number of CPU cores" in the settings means."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def default_cache_dir() -> Path:

@@ -1,8 +1,10 @@
 """The Parquet embeddings dataset: the hand-off between engines (which write it) and the store (which loads it).
 
 One row per source file. A failed file has `error` set and no vector, so one write records both outcomes (the Spark
-engine writes the same schema through Spark's committer). Part files are written under a temporary name and renamed,
-so a reader never sees half a file.
+engine writes the same schema through Spark's committer). A dataset lives in a local folder or under a bucket prefix
+(`Location`: pyarrow's file system for either). Local parts are written under a temporary name and renamed; a bucket
+part is one PUT of the finished file, and an object appears only when its upload completes. Either way a reader never
+sees half a file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
+from imgsearch.buckets import BucketConfig, filesystem, is_bucket_uri, normalize_bucket_uri, split_bucket_uri
 from imgsearch.errors import DatasetError
 
 SCHEMA_VERSION = "2"  # 2: tags, tag_scores (datasets of version 1 lack them and still load)
@@ -75,18 +79,65 @@ def to_table(columns: dict[str, list], vectors: list[np.ndarray | None]) -> pa.T
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def write_part(table: pa.Table, out_dir: str | os.PathLike[str]) -> Path:
-    """Write one part file atomically (temp name, fsync, rename) and return its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    tmp = out / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    final = out / name
-    os.replace(tmp, final)
-    return final
+@dataclass(frozen=True)
+class Location:
+    """Where a dataset lives: a folder of this machine or a prefix in a bucket, with the file system reaching it."""
+
+    fs: pafs.FileSystem
+    path: str  # in the file system's terms: an absolute local path, or bucket/prefix
+    uri: str  # how people name it (messages)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def locate(where: "str | os.PathLike[str] | Location", buckets: BucketConfig | None = None) -> Location:
+    """A dataset's Location from a folder, a file: URI or a bucket URI (s3://, gs://; reached with `buckets`)."""
+    if isinstance(where, Location):
+        return where
+    text = os.fspath(where)
+    if is_bucket_uri(text):
+        scheme, path = split_bucket_uri(text)
+        return Location(filesystem(scheme, buckets or BucketConfig()), path, normalize_bucket_uri(text))
+    from imgsearch.sources import local_path
+
+    folder = os.path.abspath(local_path(text))
+    return Location(pafs.LocalFileSystem(), folder, folder)
+
+
+def part_name() -> str:
+    """Names sort in commit order (a bucket's modification times have whole seconds only)."""
+    return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:16]}.parquet"
+
+
+def write_part(table: pa.Table, out_dir: "str | os.PathLike[str] | Location") -> str:
+    """Write one part file atomically and return its path (in the location's file system)."""
+    loc = locate(out_dir)
+    name = part_name()
+    if loc.is_local:  # temp name, fsync, rename
+        out = Path(loc.path)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{name}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        final = out / name
+        os.replace(tmp, final)
+        return str(final)
+    # a bucket: the whole file is made in memory first, so the upload carries a finished file or nothing
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    path = f"{loc.path}/{name}"
+    try:
+        with loc.fs.open_output_stream(path) as out:
+            out.write(sink.getvalue())
+    except OSError as exc:
+        raise DatasetError(f"cannot write a part to {loc.uri}: {str(exc).splitlines()[0][:200]}") from None
+    return path
 
 
 class PartWriter:
@@ -94,10 +145,11 @@ class PartWriter:
     comes first: the work a crash can lose is bounded by that, whatever the dataset size. Use as a context manager
     (the rest is committed on a clean exit)."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], rows_per_part: int, part_seconds: float = float("inf")):
-        self.out = Path(out_dir)
+    def __init__(self, out_dir: "str | os.PathLike[str] | Location", rows_per_part: int,
+                 part_seconds: float = float("inf")):
+        self.out = locate(out_dir)
         self.rows_per_part, self.part_seconds = rows_per_part, part_seconds
-        self.parts: list[Path] = []
+        self.parts: list[str] = []
         self._pending: list[pa.Table] = []
         self._rows = 0
         self._last = time.perf_counter()
@@ -121,28 +173,42 @@ class PartWriter:
             self.commit()
 
 
-def part_files(path: str | os.PathLike[str]) -> list[Path]:
-    """Data files of a dataset folder: ours (part-*.parquet) or Spark's (part-*.snappy.parquet); hidden/temp skipped."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"embeddings folder not found: {root}")
-    files = sorted(
-        p for p in root.rglob("*.parquet") if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-    )
-    return files
+def part_infos(where: "str | os.PathLike[str] | Location", missing_ok: bool = False) -> list[pafs.FileInfo]:
+    """Data files of a dataset, sorted by path: ours (part-*.parquet) or Spark's (part-*.snappy.parquet); hidden,
+    temporary and '_' names (Spark's _temporary, our _reducer) skipped. A bucket has no folders: an empty prefix is
+    an empty dataset there."""
+    loc = locate(where)
+    if loc.is_local and not Path(loc.path).is_dir():
+        if missing_ok:
+            return []
+        raise DatasetError(f"embeddings folder not found: {loc.uri}")
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise DatasetError(f"cannot list {loc.uri}: {str(exc).splitlines()[0][:200]}") from None
+    base = loc.path.rstrip("/") + "/"
+    return sorted((i for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                   and not any(p.startswith((".", "_")) for p in i.path[len(base):].split("/"))),
+                  key=lambda i: i.path)
 
 
-def prepare(path: str | os.PathLike[str], mode: str) -> None:
+def part_files(where: "str | os.PathLike[str] | Location", missing_ok: bool = False) -> list[str]:
+    """The paths of `part_infos`."""
+    return [i.path for i in part_infos(where, missing_ok)]
+
+
+def prepare(path: "str | os.PathLike[str] | Location", mode: str) -> None:
     """Ready a dataset folder for an embed run: "append" keeps its parts, "replace" deletes them, "new" refuses a
     folder that already holds embeddings."""
     if mode not in ("append", "replace", "new"):
         raise ValueError(f"unknown dataset mode {mode!r}")
-    if mode == "append" or not has_data(path):
+    loc = locate(path)
+    if mode == "append" or not has_data(loc):
         return
     if mode == "new":
-        raise DatasetError(f"{path} already holds embeddings; choose another --out or pass --overwrite")
-    for f in part_files(path):
-        f.unlink()
+        raise DatasetError(f"{loc.uri} already holds embeddings; choose another --out or pass --overwrite")
+    for f in part_files(loc):
+        loc.fs.delete_file(f)
 
 
 def union_schema(schemas: list[pa.Schema]) -> pa.Schema:
@@ -155,23 +221,23 @@ def union_schema(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(list(fields.values()), metadata=schemas[0].metadata)
 
 
-def has_data(path: str | os.PathLike[str]) -> bool:
-    root = Path(path)
-    return root.is_dir() and bool(part_files(root))
+def has_data(path: "str | os.PathLike[str] | Location") -> bool:
+    return bool(part_infos(path, missing_ok=True))
 
 
-def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
-    files = part_files(path)
+def open_dataset(path: "str | os.PathLike[str] | Location") -> ds.Dataset:
+    loc = locate(path)
+    files = part_files(loc)
     if not files:
-        raise DatasetError(f"no embeddings (Parquet part files) in {path}; run 'imgsearch embed' first")
+        raise DatasetError(f"no embeddings (Parquet part files) in {loc.uri}; run 'imgsearch embed' first")
     try:
         # parts written before a column existed (tags) lack it: the dataset's schema is the union of its parts'
         # (read from the footers only), so those rows read as null instead of the column vanishing
-        schemas = [pq.read_schema(f) for f in files]
+        schemas = [pq.read_schema(f, filesystem=loc.fs) for f in files]
         schema = schemas[0] if all(s.equals(schemas[0]) for s in schemas[1:]) else union_schema(schemas)
-        dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
+        dataset = ds.dataset(files, format="parquet", schema=schema, filesystem=loc.fs)
     except pa.ArrowInvalid as exc:
-        raise DatasetError(f"{path}: not a readable Parquet dataset: {exc}") from None
+        raise DatasetError(f"{loc.uri}: not a readable Parquet dataset: {exc}") from None
     missing = {"id", "path", "vector", "model", "dim"} - set(dataset.schema.names)
     if missing:
         raise DatasetError(f"{path}: not an imgsearch embeddings dataset (missing columns: {', '.join(sorted(missing))})")
@@ -186,7 +252,7 @@ class DatasetSummary:
     models: dict[str, int]  # model name -> dim
 
 
-def summarize(path: str | os.PathLike[str]) -> DatasetSummary:
+def summarize(path: "str | os.PathLike[str] | Location") -> DatasetSummary:
     dataset = open_dataset(path)
     table = dataset.to_table(columns=["model", "dim", "error"])
     failed = int(pc.sum(pc.is_valid(table["error"])).as_py() or 0) if table.num_rows else 0
@@ -197,7 +263,7 @@ def summarize(path: str | os.PathLike[str]) -> DatasetSummary:
     return DatasetSummary(rows=table.num_rows, embedded=table.num_rows - failed, failed=failed, models=models)
 
 
-def iter_embedded(path: str | os.PathLike[str], batch_rows: int = 2048,
+def iter_embedded(path: "str | os.PathLike[str] | Location", batch_rows: int = 2048,
                   columns: tuple[str, ...] = ("id", "path", "vector", "model", "dim", "width", "height", "bytes", "mtime",
                                               "format", "tags", "tag_scores"),
                   ids: set[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -211,17 +277,17 @@ def iter_embedded(path: str | os.PathLike[str], batch_rows: int = 2048,
     yield from dataset.to_batches(columns=cols, filter=flt, batch_size=batch_rows)
 
 
-def read_rows(parts: list[Path], columns: list[str]) -> dict[str, list]:
+def read_rows(parts: list[str], columns: list[str], fs: pafs.FileSystem | None = None) -> dict[str, list]:
     """Some columns of some part files, as Python lists (for the small per-run summaries)."""
     out: dict[str, list] = {c: [] for c in columns}
     for part in parts:
-        t = pq.read_table(part, columns=columns)
+        t = pq.read_table(part, columns=columns, filesystem=fs)
         for c in columns:
             out[c] += t.column(c).to_pylist()
     return out
 
 
-def read_failures(path: str | os.PathLike[str]) -> list[dict]:
+def read_failures(path: "str | os.PathLike[str] | Location") -> list[dict]:
     dataset = open_dataset(path)
     if "error" not in dataset.schema.names:
         return []

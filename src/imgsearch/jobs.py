@@ -57,7 +57,9 @@ class EmbedJob:
 
 
 def buckets_of(settings: Settings) -> BucketConfig:
-    return BucketConfig(endpoint=settings.s3_endpoint, region=settings.s3_region, anonymous=settings.s3_anonymous)
+    return BucketConfig(endpoint=settings.s3_endpoint, region=settings.s3_region, anonymous=settings.s3_anonymous,
+                        gcs_endpoint=settings.gcs_endpoint, gcs_anonymous=settings.gcs_anonymous,
+                        azure_account=settings.azure_account, azure_endpoint=settings.azure_endpoint)
 
 
 @dataclass
@@ -90,8 +92,9 @@ class EmbedReport:
     failed: int = 0
     skipped_non_images: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
-    parts: list[Path] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # committed part files (paths in their file system)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU this process used while embedding (local engine; 0 = not measured)
     partitions: int = 0  # Spark tasks, when the job repartitioned
     # what the run found already done (filled by pipeline.embed from its plan)
     new: int = 0

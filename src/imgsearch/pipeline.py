@@ -22,13 +22,13 @@ from imgsearch.config import Settings
 from imgsearch.core import Outcome, failure_table
 from imgsearch.engines import Engine, EngineOptions, create_engine, engine_for
 from imgsearch.errors import DatasetError, ImgSearchError
-from imgsearch.jobs import EmbedJob, EmbedReport
+from imgsearch.jobs import EmbedJob, EmbedReport, buckets_of
 from imgsearch.layout import (REDUCER_SUBDIR, embeddings_dir_for, embeddings_root_for, is_server_uri, reducers_dir,
                               runs_log_for)
 from imgsearch.models import get_spec
 from imgsearch.query import QueryEncoder, check_text, match_tags
 from imgsearch.reduce import MAX_COVARIANCE_DIM, ReduceError, Reducer, fit_from_moments, fit_wide, recall_at_k
-from imgsearch.sources import is_remote, local_path
+from imgsearch.sources import is_remote, read_by_workers
 from imgsearch.progress import progress as show_progress
 from imgsearch.filters import Filters
 from imgsearch.store import CURRENT_FIELDS, CollectionInfo, CollectionRows, Hit, open_store
@@ -54,14 +54,17 @@ def embed_with(eng: Engine, src: str, out: str, job: EmbedJob, *, overwrite: boo
                retry_failed: bool = False) -> EmbedReport:
     """`embed` with an engine the caller holds (index runs embed, reduce and load on one engine)."""
     spec = get_spec(job.model)
-    if is_remote(out):  # a Hadoop URI: no catalog there, so the whole source is written afresh
+    if hadoop_dataset(out):  # a Hadoop URI: no catalog there, so the whole source is written afresh
         if not eng.can_read(out):
             raise ImgSearchError(f"{out}: writing to a Hadoop URI needs --engine spark")
         listing = eng.list(src)
         rep = eng.embed(src, listing.records, out, job, mode="replace" if overwrite else "new")
         rep.skipped_non_images, rep.new, rep.root = listing.skipped_non_images, len(listing.records), listing.root
         return rep
-    out_dir = Path(local_path(out))
+    out_dir = dset.locate(out, job.buckets)  # a local folder or a bucket prefix (s3://, gs://)
+    if not out_dir.is_local and eng.distributed:
+        raise ImgSearchError(f"{out}: the Spark engine writes datasets through Hadoop (hdfs://, s3a:// with "
+                             "--overwrite); keep an incremental dataset in a bucket with the local engine")
     with FolderLock(out_dir):
         dset.prepare(out_dir, "replace" if overwrite else "append")
         state = catalog.read_state(out_dir)
@@ -77,8 +80,8 @@ def embed_with(eng: Engine, src: str, out: str, job: EmbedJob, *, overwrite: boo
         if listing_failed:
             dset.write_part(failure_table([Outcome(r, error=unreadable[r.id][1]) for r in listing_failed], spec.name,
                                           spec.dim), out_dir)
-        rep = eng.embed(src, todo, str(out_dir), job) if todo else EmbedReport(out_dir=out_dir, model=spec.name,
-                                                                             dim=spec.dim)
+        rep = eng.embed(src, todo, out_dir.uri, job) if todo else EmbedReport(
+            out_dir=Path(out_dir.path) if out_dir.is_local else out_dir.uri, model=spec.name, dim=spec.dim)
         rep.failures = [(r.uri, unreadable[r.id][1]) for r in listing_failed] + rep.failures
         rep.failed = len(rep.failures)
         catalog.compact(out_dir, plan, sync=sync)
@@ -107,12 +110,18 @@ def load(data_dir: str | os.PathLike[str], db: str, settings: Settings, *, engin
         return load_with(eng, data, db, settings)
 
 
+def hadoop_dataset(uri: str) -> bool:
+    """A dataset only Hadoop's file systems reach (hdfs://, s3a://, ...): written whole by Spark, streamed by Spark.
+    Local folders and s3:// or gs:// prefixes are read and appended to by this process (pyarrow's file systems)."""
+    return is_remote(uri) and not read_by_workers(uri)
+
+
 def load_with(eng: Engine, data: str, db: str, settings: Settings) -> LoadReport:
-    local = None if is_remote(data) else local_path(data)
+    local = None if hadoop_dataset(data) else dset.locate(data, buckets_of(settings))
     summary = dset.summarize(local) if local else None
-    failed = summary.failed if summary else -1  # not counted for remote datasets
+    failed = summary.failed if summary else -1  # not counted for Hadoop datasets
     reducer_id = None
-    reducer_src = Path(local) / REDUCER_SUBDIR if local else None
+    reducer_src = Path(local.path) / REDUCER_SUBDIR if local and local.is_local else None
     if reducer_src is not None and (reducer_src / "reducer.json").is_file():
         red = Reducer.load(reducer_src)  # checks its integrity
         reducer_id = red.id
@@ -171,7 +180,8 @@ def log_run(db: str, settings: Settings, src: str, engine: str, rep: IndexReport
     line = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": src, "engine": engine,
             "model": e.model, "new": e.new, "changed": e.changed, "unchanged": e.unchanged, "embedded": e.embedded,
             "failed": e.failed + e.failed_unchanged, "removed": e.removed, "loaded": sum(rep.load.written.values()),
-            "count": sum(rep.load.counts.values()), "seconds": round(time.time() - started, 1)}
+            "count": sum(rep.load.counts.values()), "seconds": round(time.time() - started, 1),
+            "embeddings": rep.embeddings}
     path = runs_log_for(db, settings)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +208,7 @@ def _index(src: str, db: str, model: str, settings: Settings, *, weights, out, b
                                  progress=progress)
     emb_dir = out or str(embeddings_dir_for(db, model, settings))
     with create_engine(engine, settings, options) as eng:
-        if is_remote(emb_dir):
+        if hadoop_dataset(emb_dir):
             rep = embed_with(eng, src, emb_dir, job, overwrite=True)
             return IndexReport(rep, load_with(eng, emb_dir, db, settings), embeddings=emb_dir)
         rep = embed_with(eng, src, emb_dir, job, overwrite=overwrite, sync=sync, retry_failed=retry_failed)
@@ -207,7 +217,8 @@ def _index(src: str, db: str, model: str, settings: Settings, *, weights, out, b
                                embeddings=emb_dir)
         parent = None if is_server_uri(db) else Path(db).parent
         with tempfile.TemporaryDirectory(prefix="imgsearch-reduce-", dir=parent) as tmp:
-            red_dir = (emb_dir.rstrip("/") + "-reduced") if out else str(Path(tmp) / "reduced")
+            kept = out and not is_remote(out)  # the reduced copy is kept beside a local --out folder
+            red_dir = (emb_dir.rstrip("/") + "-reduced") if kept else str(Path(tmp) / "reduced")
             reduced = reduce_with(eng, emb_dir, red_dir, settings, variance=variance, dims=dims, whiten=whiten,
                                   overwrite=True)
             return IndexReport(rep, load_with(eng, red_dir, db, settings), reduced, embeddings=emb_dir)
@@ -221,6 +232,7 @@ def sync_store(data_dir: str, db: str, model: str, settings: Settings, rep: Embe
     repaired by the next run. Rows of other sources are left to the runs that index them (a dataset kept for a server
     URI must not pour another source's images into whatever server now answers there)."""
     root = getattr(rep, "root", None) or None
+    data_dir = dset.locate(data_dir, buckets_of(settings))
     current = catalog.read_state(data_dir).current(root)
     spec = get_spec(model)
     with open_store(db, settings, create=True) as store:
@@ -252,17 +264,19 @@ def sync_store(data_dir: str, db: str, model: str, settings: Settings, rep: Embe
 def failures(db: str, settings: Settings, *, data: str | None = None, model: str | None = None) -> list[dict]:
     """Failed files with their reasons, from an embeddings folder or from those `index` keeps for the database."""
     if data is not None:
-        folders = [Path(data)]
+        folders = [dset.locate(data, buckets_of(settings))]
     else:
         base = embeddings_root_for(db, settings)
-        folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        folders = [dset.locate(p) for p in sorted(base.iterdir()) if p.is_dir() and (model is None or p.name == model)
+                   ] if base.is_dir() else []
+        kept = (last_run(db, settings) or {}).get("embeddings") or ""
+        if kept and is_remote(kept) and not hadoop_dataset(kept):  # the last `index --out` kept it in a bucket
+            folders.append(dset.locate(kept, buckets_of(settings)))
         if not folders:
             raise DatasetError(f"no embeddings recorded for {db} (looked in {base}); run 'imgsearch index' first, "
                                "or pass --data with the folder given to 'embed --out'")
     rows = []
     for folder in folders:
-        if model is not None and folder.name != model and data is None:
-            continue
         for r in dset.read_failures(folder) if dset.has_data(folder) else []:
             rows.append({"path": r["path"], "error": r["error"], "id": r["id"], "model": r["model"]})
     return sorted(rows, key=lambda r: r["path"])
@@ -399,7 +413,10 @@ def reduce_with(eng: Engine, data_dir: str, out: str, settings: Settings, *, var
     from imgsearch.reduce import plot, reduce_table
 
     started = time.perf_counter()
-    summary = dset.summarize(data_dir)
+    if is_remote(out):
+        raise ReduceError(f"{out}: reduced embeddings are written to a local folder (their reducer beside them)")
+    data = data_dir if hadoop_dataset(data_dir) else dset.locate(data_dir, buckets_of(settings))
+    summary = dset.summarize(data)
     if len(summary.models) != 1:
         raise ReduceError(f"{data_dir} holds vectors of {len(summary.models)} models ({summary.models}); need one")
     (model, dim), = summary.models.items()
@@ -418,7 +435,7 @@ def reduce_with(eng: Engine, data_dir: str, out: str, settings: Settings, *, var
 
     # quality: neighbours in the reduced space vs exact neighbours in the full space, on a sample
     sample, sampled = [], 0
-    for b in dset.iter_embedded(data_dir, columns=("vector",)):
+    for b in dset.iter_embedded(data, columns=("vector",)):
         sample.append(dset.vectors_of(b))
         sampled += b.num_rows
         if sampled >= settings.quality_sample:
@@ -427,12 +444,10 @@ def reduce_with(eng: Engine, data_dir: str, out: str, settings: Settings, *, var
     reducer.quality = {"recall_at_10": round(recall_at_k(full, reducer.transform(full), k=10), 4),
                        "sample": len(full)}
 
-    if dset.has_data(out):
-        for f in dset.part_files(out):
-            f.unlink()
+    dset.prepare(out, "replace")
     rows_written = 0
     with dset.PartWriter(out, settings.rows_per_part) as writer:
-        for b in dset.iter_embedded(data_dir, columns=tuple(dset.SCHEMA.names)):
+        for b in dset.iter_embedded(data, columns=tuple(dset.SCHEMA.names)):
             writer.add(reduce_table(pa.Table.from_batches([b]), reducer))
             rows_written += b.num_rows
     folder = reducer.save(Path(out) / REDUCER_SUBDIR)

@@ -22,7 +22,7 @@ from imgsearch.errors import SourceError
 from imgsearch.failures import Reason
 from imgsearch.imaging import IMAGE_EXTENSIONS, SNIFF_BYTES, sniff_format
 
-REMOTE_SCHEMES = ("hdfs", "s3a", "s3", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "viewfs")
+REMOTE_SCHEMES = ("hdfs", "s3a", "s3", "s3n", "gs", "gcs", "az", "abfs", "abfss", "wasb", "wasbs", "viewfs")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,19 @@ def test_quality_quick_measures_the_variants():
     assert "default" in sec and set(sec["default"]["sets"]) == set(sec["sets"])
 
 
+def test_buckets_quick_compares_disk_and_bucket_shared_and_pinned():
+    from imgsearch.s3_standalone import executable
+
+    if executable() is None:
+        pytest.skip("moto[server] not installed (dev extra)")
+    sec = _quick("buckets", "buckets")
+    assert set(sec["runs"]) == {"shared", "pinned"}
+    for r in sec["runs"].values():
+        assert r["local_img_per_s"] > 0 and r["bucket_img_per_s"] > 0 and r["objects"] == sec["images"]
+        assert r["requests_one_run"]["GET"] >= sec["images"] and r["requests_per_image"] >= 1
+    assert sec["bucket_over_local_rate"] == sec["runs"]["pinned"]["bucket_over_local_rate"]
+
+
 def _quick(name: str, section: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=REPO, capture_output=True, text=True,
                          timeout=600)

@@ -152,6 +152,69 @@ def test_cli_indexes_a_bucket_with_endpoint_from_the_environment(s3, bucket, tmp
     assert "Traceback" not in missing.stderr
 
 
+DATA = "imgsearch-data"  # the embeddings datasets kept in a bucket
+
+
+def make_data_bucket(s3) -> None:
+    from pyarrow import fs as pafs
+
+    if admin(s3).get_file_info(DATA).type == pafs.FileType.NotFound:
+        admin(s3).create_dir(DATA)
+
+
+def parts_in(s3, prefix: str) -> dict[str, int]:
+    """key -> modification time (ns) of the objects under a prefix of the data bucket."""
+    from pyarrow import fs as pafs
+
+    infos = admin(s3).get_file_info(pafs.FileSelector(f"{DATA}/{prefix}", recursive=True, allow_not_found=True))
+    return {i.path: i.mtime_ns for i in infos if i.type == pafs.FileType.File}
+
+
+def test_dataset_kept_in_a_bucket_is_appended_to(s3, bucket, tmp_path):
+    """`index --out s3://...`: parts are committed into the bucket, a rerun writes nothing, a change adds a part
+    and rewrites at most the part that held the old row; the vectors equal those of a local dataset; `load` and
+    `failures` read it back."""
+    from imgsearch.testing import dataset_vectors
+
+    make_data_bucket(s3)
+    s = settings(s3_endpoint=s3.endpoint, io_threads=8, rows_per_part=4, batch_size=4)
+    db, out = str(tmp_path / "b.db"), f"s3://{DATA}/emb/photos"
+    put(s3, "appended/a.jpg", bucket["photos"][0].read_bytes())
+    for i, p in enumerate(bucket["photos"][1:10]):
+        put(s3, f"appended/{i}.jpg", p.read_bytes())
+    put(s3, "appended/broken.jpg", b"not an image at all")
+    first = pipeline.index(f"s3://{BUCKET}/appended", db, "efficientnet_lite0", s, out=out)
+    assert (first.embed.embedded, first.embed.failed) == (10, 1), first.embed
+    parts = parts_in(s3, "emb/photos")
+    assert len(parts) >= 3 and all(k.rsplit("/", 1)[1].startswith("part-") for k in parts), parts
+    assert not list(tmp_path.glob("*.embeddings"))  # nothing kept beside the database
+
+    again = pipeline.index(f"s3://{BUCKET}/appended", db, "efficientnet_lite0", s, out=out)
+    assert (again.embed.embedded, again.embed.unchanged) == (0, 10) and parts_in(s3, "emb/photos") == parts
+
+    put(s3, "appended/3.jpg", bucket["photos"][11].read_bytes())  # other pixels under a key
+    third = pipeline.index(f"s3://{BUCKET}/appended", db, "efficientnet_lite0", s, out=out)
+    assert (third.embed.changed, third.embed.embedded) == (1, 1), third.embed
+    after = parts_in(s3, "emb/photos")
+    assert len(set(parts) & set(after)) >= len(parts) - 1, (parts, after)  # appended: old parts stay
+    assert len(set(after) - set(parts)) in (1, 2)  # the new row's part (+ the one rewritten without its old row)
+
+    vecs = dataset_vectors(dset.locate(out, cfg(s3)), key="path")
+    assert len(vecs) == 10
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "3.jpg").write_bytes(bucket["photos"][11].read_bytes())
+    pipeline.embed(str(local), str(tmp_path / "ref"), "efficientnet_lite0", s, progress=False)
+    ref = dataset_vectors(tmp_path / "ref", key="path")
+    assert float(vecs[uri("appended/3.jpg")] @ next(iter(ref.values()))) > 0.99999
+
+    fresh = str(tmp_path / "fresh.db")  # `load` from the bucket dataset into another database
+    loaded = pipeline.load(out, fresh, s)
+    assert sum(loaded.written.values()) == 10 and loaded.failed_rows == 1
+    assert pipeline.search(str(bucket["photos"][11]), fresh, 1, s).hits[0].path == uri("appended/3.jpg")
+    assert [f["path"] for f in pipeline.failures(fresh, s, data=out)] == [uri("appended/broken.jpg")]
+
+
 def check_service(s3, bucket, db: str, tmp_path) -> None:
     """Search by upload, then the original and a thumbnail streamed from the bucket by id; a gone object is a 404,
     a failing bucket a 502 with its reason."""
@@ -191,7 +254,10 @@ def test_kill9_during_a_bucket_run_then_rerun_equals_clean_run(s3, bucket, photo
     total = len(photo_paths) + len(faces)
     env = {**CREDENTIALS, "IMGSEARCH_S3_ENDPOINT": s3.endpoint, "IMGSEARCH_BATCH_SIZE": "8",
            "IMGSEARCH_ROWS_PER_PART": "16", "IMGSEARCH_PART_SECONDS": "0.5"}
-    r = kill_cycles(f"s3://{BUCKET}/kill", tmp_path / "work", total=total, kills=3, seed=20261123, env=env)
+    make_data_bucket(s3)
+    # the images and the embeddings dataset both in buckets: a killed upload must leave no part behind
+    r = kill_cycles(f"s3://{BUCKET}/kill", tmp_path / "work", total=total, kills=3, seed=20261123, env=env,
+                    out=f"s3://{DATA}/kill", buckets=cfg(s3))
     print({k: v for k, v in r.items() if not k.endswith("stderr")})
     assert r["kills"] >= 3 and r["final_returncode"] == 0 and r["clean_returncode"] == 0, r
     assert r["ids_equal_clean_run"] and r["milvus_count"] == r["clean_count"] == total

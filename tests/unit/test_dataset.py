@@ -1,4 +1,6 @@
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +14,7 @@ from helpers import make_table
 def test_round_trip_is_exact(tmp_path):
     table, vecs = make_table()
     part = dset.write_part(table, tmp_path)
-    assert part.name.startswith("part-") and not list(tmp_path.glob(".*.tmp"))
+    assert Path(part).name.startswith("part-") and not list(tmp_path.glob(".*.tmp"))
     assert pq.read_schema(part).metadata[b"imgsearch.schema_version"] == dset.SCHEMA_VERSION.encode()
     batches = list(dset.iter_embedded(tmp_path))
     got = np.concatenate([dset.vectors_of(b) for b in batches])
@@ -31,7 +33,7 @@ def test_spark_layout_and_temp_files_are_ignored(tmp_path):
     (tmp_path / ".part-x.parquet.tmp").write_bytes(b"half a file")
     (tmp_path / "_temporary").mkdir()
     (tmp_path / "_temporary" / "part-9.parquet").write_bytes(b"uncommitted")
-    assert [p.name for p in dset.part_files(tmp_path)] == ["part-00000-abc.snappy.parquet"]
+    assert [Path(p).name for p in dset.part_files(tmp_path)] == ["part-00000-abc.snappy.parquet"]
     assert dset.summarize(tmp_path).embedded == 5
 
 

@@ -19,13 +19,14 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 
 from imgsearch import dataset as dset
+from imgsearch.config import usable_cpus
 from imgsearch.core import Outcome, decode_record, embed_outcomes, read_record, worker_log
 from imgsearch.engines.base import DATASET_COLUMNS, Engine, list_local
 from imgsearch.errors import SourceError
 from imgsearch.jobs import EmbedJob, EmbedReport, Listing, buckets_of
 from imgsearch.models import Embedder
 from imgsearch.progress import progress
-from imgsearch.sources import FileRecord, is_bucket, is_hadoop_only, is_remote, local_path, read_bytes
+from imgsearch.sources import FileRecord, is_bucket, is_hadoop_only, read_by_workers, read_bytes
 
 
 class LocalEngine(Engine):
@@ -37,39 +38,39 @@ class LocalEngine(Engine):
     def can_read(self, uri: str) -> bool:
         return not is_hadoop_only(uri)
 
-    def _require_local(self, uri: str) -> None:
-        if is_remote(uri):
-            raise SourceError(f"{uri}: the local engine writes the embeddings dataset to a local folder (images may "
-                              "be in a bucket; the dataset not yet); --engine spark writes to Hadoop file systems")
+    def _require_reachable(self, uri: str) -> None:
+        if is_hadoop_only(uri) or (is_bucket(uri) and not read_by_workers(uri)):
+            raise SourceError(f"{uri}: the local engine keeps the embeddings dataset in a local folder or a bucket "
+                              "(s3://, gs://); --engine spark writes to Hadoop file systems (hdfs://, s3a://)")
 
     def list(self, src: str) -> Listing:
         return list_local(src, buckets_of(self.settings))  # refuses Hadoop-only URIs, as every listing does
 
     def embed(self, src: str, records: Sequence[FileRecord], out: str, job: EmbedJob, *,
               mode: str = "append") -> EmbedReport:
-        self._require_local(out)
-        out_dir = Path(local_path(out))
+        self._require_reachable(out)
+        out_dir = dset.locate(out, job.buckets)
         dset.prepare(out_dir, mode)
         return embed_records(list(records), out_dir, job.create_embedder(), job)
 
     def stream_rows(self, data: str, columns: Sequence[str] = DATASET_COLUMNS,
                     batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
-        self._require_local(data)
-        yield from dset.iter_embedded(local_path(data), batch_rows=batch_rows, columns=tuple(columns))
+        self._require_reachable(data)
+        yield from dset.iter_embedded(dset.locate(data, buckets_of(self.settings)), batch_rows=batch_rows,
+                                      columns=tuple(columns))
 
 
-def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], embedder: Embedder,
+def embed_records(records: list[FileRecord], out_dir: "str | os.PathLike[str] | dset.Location", embedder: Embedder,
                   job: EmbedJob) -> EmbedReport:
     """Embed `records` into part files added to `out_dir` with a loaded model; bad files become failure rows.
 
     A part is committed every `job.rows_per_part` rows or `job.part_seconds` seconds, whichever comes first: the
     work a crash can lose is bounded by that, whatever the collection size.
     """
-    workers = job.workers or (os.cpu_count() or 1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    report = EmbedReport(out_dir=out, model=embedder.name, dim=embedder.dim)
+    workers = job.workers or usable_cpus()
+    out = dset.locate(out_dir, job.buckets)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    report = EmbedReport(out_dir=Path(out.path) if out.is_local else out.uri, model=embedder.name, dim=embedder.dim)
     show = sys.stderr.isatty() if job.progress is None else job.progress
     with progress(len(records), "embedding", show) as advance, \
             dset.PartWriter(out, job.rows_per_part, job.part_seconds) as writer:
@@ -82,6 +83,7 @@ def embed_records(records: list[FileRecord], out_dir: str | os.PathLike[str], em
             advance(len(batch))
     report.parts = writer.parts
     report.seconds = time.perf_counter() - started
+    report.cpu_seconds = time.process_time() - cpu_started
     report.failed = len(report.failures)
     return report
 

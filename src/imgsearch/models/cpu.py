@@ -14,6 +14,8 @@ import platform
 from dataclasses import dataclass
 from functools import lru_cache
 
+from imgsearch.config import usable_cpus
+
 # ONEDNN_MAX_CPU_ISA values (oneDNN's names, upper case) -> the flags a CPU held to that ISA still has.
 _AVX512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}
 _CAPS: dict[str, frozenset[str]] = {
@@ -99,4 +101,4 @@ def cpu_features() -> CpuFeatures:
             text = fh.read()
     except OSError:  # not Linux: no flags known, so no feature-specific path is chosen
         text = ""
-    return features_from(text, os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.cpu_count() or 1)
+    return features_from(text, os.environ.get("ONEDNN_MAX_CPU_ISA", ""), usable_cpus())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.config import default_cache_dir
+from imgsearch.config import default_cache_dir, usable_cpus
 from imgsearch.errors import ModelError
 from imgsearch.models.spec import ModelSpec
 
@@ -101,7 +101,7 @@ class OnnxSession:
         cache_dir = cache_dir or default_cache_dir()
         self.path = export_onnx(spec, module, cache_dir)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads if threads > 0 else usable_cpus()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
