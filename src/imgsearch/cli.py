@@ -84,7 +84,7 @@ def _report_embed(rep, quiet: bool = False) -> None:
 @app.command()
 def embed(src: str = typer.Argument(..., help="folder or image file"),
           out: str = typer.Option(..., "--out", "-o",
-                                  help="folder or bucket prefix (s3://, gs://) for the Parquet dataset"),
+                                  help="folder or bucket prefix (s3://, gs://, az://) for the Parquet dataset"),
           model: str = ModelOpt, weights: Optional[str] = WeightsOpt,
           overwrite: bool = typer.Option(False, "--overwrite", help="start from empty: drop the embeddings in --out"),
           sync: bool = SyncOpt, retry_failed: bool = RetryOpt,
@@ -120,7 +120,7 @@ def load(data_dir: str = typer.Argument(..., help="Parquet dataset written by 'e
 def index(src: str = typer.Argument(..., help="folder or image file"), db: str = DbOpt, model: str = ModelOpt,
           weights: Optional[str] = WeightsOpt,
           out: Optional[str] = typer.Option(None, "--out", "-o", help="keep the Parquet embeddings in this folder or "
-                                            "bucket prefix (s3://, gs://)"),
+                                            "bucket prefix (s3://, gs://, az://)"),
           batch_size: Optional[int] = BatchOpt, workers: Optional[int] = WorkersOpt, engine: str = EngineOpt,
           master: Optional[str] = MasterOpt, partitions: Optional[int] = PartitionsOpt,
           conf: Optional[list[str]] = ConfOpt,

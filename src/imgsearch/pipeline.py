@@ -61,7 +61,7 @@ def embed_with(eng: Engine, src: str, out: str, job: EmbedJob, *, overwrite: boo
         rep = eng.embed(src, listing.records, out, job, mode="replace" if overwrite else "new")
         rep.skipped_non_images, rep.new, rep.root = listing.skipped_non_images, len(listing.records), listing.root
         return rep
-    out_dir = dset.locate(out, job.buckets)  # a local folder or a bucket prefix (s3://, gs://)
+    out_dir = dset.locate(out, job.buckets)  # a local folder or a bucket prefix (s3://, gs://, az://)
     if not out_dir.is_local and eng.distributed:
         raise ImgSearchError(f"{out}: the Spark engine writes datasets through Hadoop (hdfs://, s3a:// with "
                              "--overwrite); keep an incremental dataset in a bucket with the local engine")
@@ -112,7 +112,8 @@ def load(data_dir: str | os.PathLike[str], db: str, settings: Settings, *, engin
 
 def hadoop_dataset(uri: str) -> bool:
     """A dataset only Hadoop's file systems reach (hdfs://, s3a://, ...): written whole by Spark, streamed by Spark.
-    Local folders and s3:// or gs:// prefixes are read and appended to by this process (pyarrow's file systems)."""
+    Local folders and s3://, gs:// or az:// prefixes are read and appended to by this process (pyarrow's file
+    systems)."""
     return is_remote(uri) and not read_by_workers(uri)
 
 

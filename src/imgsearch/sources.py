@@ -87,12 +87,12 @@ def is_remote(src: str) -> bool:
 
 
 def is_bucket(src: str) -> bool:
-    """An object-store URI this process reads itself (s3://, s3a://, gs://), with any engine."""
+    """An object-store URI this process reads itself (s3://, s3a://, gs://, az://), with any engine."""
     return is_bucket_uri(os.fspath(src))
 
 
 def read_by_workers(src: str) -> bool:
-    """A bucket URI the Spark engine lists on the driver and reads in its Python workers (s3://, gs://); Hadoop's
+    """A bucket URI the Spark engine lists on the driver and reads in its Python workers (s3://, gs://, az://); Hadoop's
     own spellings (s3a://, s3n://) are left to Hadoop's connector, with the cluster's fs.s3a.* configuration."""
     return is_bucket(src) and os.fspath(src).split("://", 1)[0].lower() not in ("s3a", "s3n")
 

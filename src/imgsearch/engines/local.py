@@ -41,7 +41,7 @@ class LocalEngine(Engine):
     def _require_reachable(self, uri: str) -> None:
         if is_hadoop_only(uri) or (is_bucket(uri) and not read_by_workers(uri)):
             raise SourceError(f"{uri}: the local engine keeps the embeddings dataset in a local folder or a bucket "
-                              "(s3://, gs://); --engine spark writes to Hadoop file systems (hdfs://, s3a://)")
+                              "(s3://, gs://, az://); --engine spark writes to Hadoop file systems (hdfs://, s3a://)")
 
     def list(self, src: str) -> Listing:
         return list_local(src, buckets_of(self.settings))  # refuses Hadoop-only URIs, as every listing does
