@@ -81,8 +81,8 @@ def filesystem(scheme: str, config: BucketConfig) -> "pafs.FileSystem":
         if config.region:
             opts["region"] = config.region
         if config.endpoint:
-            ep = urlsplit(config.endpoint if "://" in config.endpoint else f"https://{config.endpoint}")
-            opts.update(endpoint_override=ep.netloc, scheme=ep.scheme)
+            host, kind = _endpoint(config.endpoint)
+            opts.update(endpoint_override=host, scheme=kind)
             opts.setdefault("region", "us-east-1")  # S3-compatible servers rarely care; AWS resolution needs one
         return pafs.S3FileSystem(**opts)
     if scheme == "gs":
@@ -90,8 +90,8 @@ def filesystem(scheme: str, config: BucketConfig) -> "pafs.FileSystem":
 
         gopts: dict = {"anonymous": config.gcs_anonymous, "retry_time_limit": timedelta(seconds=60)}
         if config.gcs_endpoint:
-            ep = urlsplit(config.gcs_endpoint if "://" in config.gcs_endpoint else f"https://{config.gcs_endpoint}")
-            gopts.update(endpoint_override=ep.netloc, scheme=ep.scheme)
+            host, kind = _endpoint(config.gcs_endpoint)
+            gopts.update(endpoint_override=host, scheme=kind)
         return pafs.GcsFileSystem(**gopts)
     if scheme == "az":
         import os
@@ -101,11 +101,17 @@ def filesystem(scheme: str, config: BucketConfig) -> "pafs.FileSystem":
             raise SourceError("az:// needs the storage account: set IMGSEARCH_AZURE_ACCOUNT (or AZURE_STORAGE_ACCOUNT)")
         aopts: dict = {"account_key": os.environ.get("AZURE_STORAGE_KEY") or None}  # None: Azure's default credential
         if config.azure_endpoint:
-            ep = urlsplit(config.azure_endpoint if "://" in config.azure_endpoint else f"https://{config.azure_endpoint}")
-            aopts.update(blob_storage_authority=ep.netloc, blob_storage_scheme=ep.scheme,
-                         dfs_storage_authority=ep.netloc, dfs_storage_scheme=ep.scheme)
+            host, kind = _endpoint(config.azure_endpoint)
+            aopts.update(blob_storage_authority=host, blob_storage_scheme=kind, dfs_storage_authority=host,
+                         dfs_storage_scheme=kind)
         return pafs.AzureFileSystem(account, **aopts)
     raise SourceError(f"no file system for {scheme}://")
+
+
+def _endpoint(url: str) -> tuple[str, str]:
+    """(host:port, scheme) of an endpoint setting; a bare host means https."""
+    ep = urlsplit(url if "://" in url else f"https://{url}")
+    return ep.netloc, ep.scheme
 
 
 @dataclass(frozen=True)

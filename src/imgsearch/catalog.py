@@ -1,8 +1,9 @@
 """What an embeddings folder already holds, and what a rerun must do: the state behind incremental, resumable runs.
 
 The Parquet dataset an engine writes is the record of completed work. Each part file is committed whole (temp name,
-then rename; one finished upload in a bucket; Spark's task commit for the Spark engine), so after a crash or `kill -9` the folder holds every finished
-part and nothing half-written. A rerun lists the source again and compares each file with its row:
+then rename; one finished upload in a bucket; Spark's task commit for the Spark engine), so after a crash or `kill -9`
+the folder holds every finished part and nothing half-written. A rerun lists the source again and compares each file
+with its row:
 
 * a file is *done* when the dataset has a row for its id with the same size and modification time (to the
   millisecond, what every Hadoop file system reports). Path + size + mtime rather than a content hash: deciding must

@@ -23,7 +23,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from imgsearch.buckets import BucketConfig, filesystem, is_bucket_uri, normalize_bucket_uri, split_bucket_uri
+from imgsearch.buckets import (BucketConfig, filesystem, first_line, is_bucket_uri, normalize_bucket_uri,
+                               split_bucket_uri)
 from imgsearch.errors import DatasetError
 
 SCHEMA_VERSION = "2"  # 2: tags, tag_scores (datasets of version 1 lack them and still load)
@@ -94,6 +95,11 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
+    @property
+    def report_name(self) -> "Path | str":
+        """How run reports name it: a Path for a local folder, the URI for a bucket prefix."""
+        return Path(self.path) if self.is_local else self.uri
+
 
 def locate(where: "str | os.PathLike[str] | Location", buckets: BucketConfig | None = None) -> Location:
     """A dataset's Location from a folder, a file: URI or a bucket URI (s3://, gs://; reached with `buckets`)."""
@@ -136,7 +142,7 @@ def write_part(table: pa.Table, out_dir: "str | os.PathLike[str] | Location") ->
         with loc.fs.open_output_stream(path) as out:
             out.write(sink.getvalue())
     except OSError as exc:
-        raise DatasetError(f"cannot write a part to {loc.uri}: {str(exc).splitlines()[0][:200]}") from None
+        raise DatasetError(f"cannot write a part to {loc.uri}: {first_line(exc)}") from None
     return path
 
 
@@ -185,7 +191,7 @@ def part_infos(where: "str | os.PathLike[str] | Location", missing_ok: bool = Fa
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     except OSError as exc:
-        raise DatasetError(f"cannot list {loc.uri}: {str(exc).splitlines()[0][:200]}") from None
+        raise DatasetError(f"cannot list {loc.uri}: {first_line(exc)}") from None
     base = loc.path.rstrip("/") + "/"
     return sorted((i for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
                    and not any(p.startswith((".", "_")) for p in i.path[len(base):].split("/"))),
@@ -240,7 +246,7 @@ def open_dataset(path: "str | os.PathLike[str] | Location") -> ds.Dataset:
         raise DatasetError(f"{loc.uri}: not a readable Parquet dataset: {exc}") from None
     missing = {"id", "path", "vector", "model", "dim"} - set(dataset.schema.names)
     if missing:
-        raise DatasetError(f"{path}: not an imgsearch embeddings dataset (missing columns: {', '.join(sorted(missing))})")
+        raise DatasetError(f"{loc.uri}: not an imgsearch embeddings dataset (missing columns: {', '.join(sorted(missing))})")
     return dataset
 
 

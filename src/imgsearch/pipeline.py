@@ -80,8 +80,8 @@ def embed_with(eng: Engine, src: str, out: str, job: EmbedJob, *, overwrite: boo
         if listing_failed:
             dset.write_part(failure_table([Outcome(r, error=unreadable[r.id][1]) for r in listing_failed], spec.name,
                                           spec.dim), out_dir)
-        rep = eng.embed(src, todo, out_dir.uri, job) if todo else EmbedReport(
-            out_dir=Path(out_dir.path) if out_dir.is_local else out_dir.uri, model=spec.name, dim=spec.dim)
+        rep = eng.embed(src, todo, out_dir.uri, job) if todo else EmbedReport(out_dir=out_dir.report_name,
+                                                                             model=spec.name, dim=spec.dim)
         rep.failures = [(r.uri, unreadable[r.id][1]) for r in listing_failed] + rep.failures
         rep.failed = len(rep.failures)
         catalog.compact(out_dir, plan, sync=sync)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
@@ -70,7 +69,7 @@ def embed_records(records: list[FileRecord], out_dir: "str | os.PathLike[str] | 
     workers = job.workers or usable_cpus()
     out = dset.locate(out_dir, job.buckets)
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = EmbedReport(out_dir=Path(out.path) if out.is_local else out.uri, model=embedder.name, dim=embedder.dim)
+    report = EmbedReport(out_dir=out.report_name, model=embedder.name, dim=embedder.dim)
     show = sys.stderr.isatty() if job.progress is None else job.progress
     with progress(len(records), "embedding", show) as advance, \
             dset.PartWriter(out, job.rows_per_part, job.part_seconds) as writer:
