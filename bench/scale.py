@@ -424,7 +424,7 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     seconds = 1 if quick else 15
     lite = work / "lite-256.db"
     figures["lite_pca256"] = {**timed_load(reduced, str(lite), s), "disk_mib": du_mib(lite)}
-    nprobes, efs = ((16,), (64,)) if quick else ((16, 64, 256, 1024), (16, 32, 64, 128, 256))
+    nprobes, efs = ((16,), (64,)) if quick else ((16, 64, 256, 1024), (16, 24, 32, 48, 64, 128, 256))
     lite_rows = search_figures(str(lite), s, q256, truth256, {"": None}, seconds)  # the index auto chose
     ivf = s.model_copy(update={"index_type": "IVF_FLAT"})
     flat = s.model_copy(update={"index_type": "FLAT"})
@@ -452,12 +452,32 @@ def million_part(quick: bool, work: Path, real: np.ndarray, checkpoint=lambda fi
     checkpoint(figures)
     if executable() is not None:
         with milvus_standalone(work / "milvus-server", port=19530) as uri:
-            srv = {**timed_load(reduced, uri, s, 120 if quick else 3600), "disk_mib": du_mib(work / "milvus-server")}
+            # the load as a user with a server on this machine runs it: new rows bulk-imported from Parquet files
+            bulk = s.model_copy(update={"milvus_import_dir": str(work / "milvus-imports")})
+            srv = {**timed_load(reduced, uri, bulk, 120 if quick else 3600), "load_method": "bulk import",
+                   "disk_mib": du_mib(work / "milvus-server")}
             srv["search"] = []
             figures["server_hnsw_pca256"] = srv
             for ef in efs:
                 srv["search"] += search_figures(uri, s, q256, truth256, {"hnsw_ef": ef}, seconds)
                 checkpoint(figures)
+            # the same server and data through the API (inserts), on the first parts, for the ratio of the two
+            with open_store(uri, s) as store:
+                store.drop(store.collections()[0].name)
+            head = work / "synthetic-256-head"
+            head.mkdir()
+            parts = sorted(p for p in reduced.iterdir() if p.suffix == ".parquet")
+            for p in parts[:max(1, len(parts) // 5)]:
+                os.link(p, head / p.name)
+            if (reduced / "_reducer").exists():  # the reducer the collection is named by
+                os.symlink(reduced / "_reducer", head / "_reducer")
+            t0 = time.perf_counter()
+            rep = pipeline.load(str(head), uri, s)
+            n_head = sum(rep.counts.values())
+            srv["insert_load"] = {"vectors": n_head, "load_s": round(time.perf_counter() - t0, 1),
+                                  "load_vectors_per_s": round(n_head / (time.perf_counter() - t0))}
+            srv["bulk_over_insert_rate"] = round(srv["load_vectors_per_s"] / srv["insert_load"]["load_vectors_per_s"], 2)
+            log(f"scale: server load by inserts {srv['insert_load']}; bulk import x{srv['bulk_over_insert_rate']}")
             figures["server_hnsw_pca256"] = srv
             checkpoint(figures)
     # duplicates over the full-width million (exact would be O(n^2 d)): the ANN path, its recall on a sample

@@ -133,14 +133,21 @@ def scale_rows(sec: dict) -> list[str]:
             if st:
                 built = (f", index built {st['index_build_after_load_s']:.0f} s after the load"
                          if st.get("index_build_after_load_s") else "")
-                out.append(f"{label} load of {st['vectors']:,} × {st['dim']}: {st['load_s']:.0f} s "
-                           f"({st['load_vectors_per_s']:,} vectors/s){built}; peak RSS {st['peak_rss_mib_this_process_and_children']:,} "
-                           f"MiB (client + embedded server), {st['disk_mib']:,.0f} MiB on disk.")
+                how = f" by {st['load_method']}" if st.get("load_method") else ""
+                ins = st.get("insert_load")
+                vs = (f" (through the API instead, {ins['vectors']:,} of them: {ins['load_vectors_per_s']:,} vectors/s; "
+                      f"bulk import × {st['bulk_over_insert_rate']} in the same run)" if ins else "")
+                out.append(f"{label} load of {st['vectors']:,} × {st['dim']}{how}: {st['load_s']:.0f} s "
+                           f"({st['load_vectors_per_s']:,} vectors/s){vs}{built}; peak RSS "
+                           f"{st['peak_rss_mib_this_process_and_children']:,} MiB (client + embedded server), "
+                           f"{st['disk_mib']:,.0f} MiB on disk.")
         d = m.get("duplicates_1280")
         if d:
             out += ["", f"`duplicates` (ANN) over the {m['vectors']:,} × 1280 vectors: {d['wall_s']:.0f} s, "
                     f"{d['links']:,} links, recall {d['recall']} of the exact links of {d['recall_sample_rows']} random "
-                    f"vectors ({d['cells']} cells, nprobe {d['nprobe']})."]
+                    f"vectors ({d['cells']} cells, nprobe {d['nprobe']}"
+                    f"{', chosen for recall ≥ 0.99 on that sample' if 'auto' in d.get('nprobe_chosen', '') else ''}"
+                    f"{', %s pairs scored' % format(d['compared_pairs'], ',') if 'compared_pairs' in d else ''})."]
         out.append("")
     return out
 

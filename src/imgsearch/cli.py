@@ -298,7 +298,8 @@ def duplicates(db: str = DbOpt,
     if res["method"] == "ann" and res["search"].get("recall") is not None:
         st = res["search"]
         typer.echo(f"ANN recall {st['recall']:.4f} of the exact links of {st['recall_sample_rows']} random images "
-                   f"({st['recall_sample_links']} links); --method exact to compare every pair", err=True)
+                   f"({st['recall_sample_links']} links), probing {st['nprobe']} of {st['cells']} cells "
+                   f"({st['nprobe_chosen']}); --method exact to compare every pair", err=True)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure search quality on your own images (table or JSON).")

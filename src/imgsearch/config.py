@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # vector store
     milvus_token: str = Field("", description="token for a Milvus server (user:password or an API key)")
+    milvus_import_dir: str = Field("", description="a folder the Milvus server can read (e.g. a milvus-server on "
+                                   "this machine, which keeps its data on local disk): loads of new rows into a "
+                                   "server are then written there as Parquet files and bulk-imported by the server "
+                                   "itself, several times faster than inserting through the API; empty = inserts")
     hnsw_m: int = Field(16, ge=2, le=2048, description="HNSW graph degree of new collections on a Milvus server")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build-time candidate list on a Milvus server")
     hnsw_ef: int = Field(64, ge=1, description="HNSW search-time candidate list (at least k)")
@@ -73,7 +77,8 @@ class Settings(BaseSettings):
     ivf_nlist: int = Field(0, ge=0, description="IVF cells of an IVF_FLAT index; 0 = about 4 sqrt(n)")
     duplicates_exact_max: int = Field(100_000, ge=0, description="'duplicates' compares every pair exactly up to "
                                       "this many vectors, then uses an IVF index (its recall is measured and shown)")
-    duplicates_nprobe: int = Field(16, ge=1, description="IVF cells probed per vector by the ANN duplicates path")
+    duplicates_nprobe: int = Field(0, ge=0, description="IVF cells probed per vector by the ANN duplicates path; "
+                                   "0 = the fewest whose recall on the run's own sample of exact links is >= 0.99")
 
     # search service
     host: str = Field("127.0.0.1", description="address 'imgsearch serve' listens on")

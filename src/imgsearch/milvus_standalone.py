@@ -34,10 +34,13 @@ def _port_open(port: int) -> bool:
 
 
 @contextmanager
-def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, attempts: int = 2) -> Iterator[str]:
+def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, attempts: int = 3,
+                      hang: float = 30) -> Iterator[str]:
     """Start milvus-server with data in `data_dir`; yield its URI (http://127.0.0.1:PORT); stop it afterwards.
 
-    It normally answers within 10 s; a start that still hangs is stopped and tried again.
+    It normally answers within 10 s. Now and then a start hangs after its proxy registered (seen on a 2-core
+    machine: nothing more logged, port never opened, for minutes) while the next start works: an attempt still
+    silent after `hang` seconds is stopped and tried again; the last attempt gets `timeout`.
     """
     exe = executable()
     if exe is None:
@@ -55,7 +58,7 @@ def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, at
         log_path = data_dir / f"milvus-server-{attempt}.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
+        deadline = time.time() + (timeout if attempt == attempts else min(hang, timeout))
         while time.time() < deadline:
             if proc.poll() is not None:
                 break

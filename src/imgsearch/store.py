@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imgsearch import dataset as dset
+from imgsearch.buckets import first_line
 from imgsearch.config import Settings
 from imgsearch.dataset import vectors_of
 from imgsearch.errors import StoreError
@@ -126,12 +127,16 @@ class Store:
     """An open connection to one Milvus database. Use as a context manager, or call close()."""
 
     def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64),
-                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0, nlist: int = 0):
+                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0, nlist: int = 0,
+                 import_dir: str = ""):
         self.uri = uri
+        self.token = token
         self.hnsw = hnsw
         self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef = hnsw
         self.index_type, self.flat_max_floats, self.nprobe, self.nlist = index_type, flat_max_floats, nprobe, nlist
         self.is_lite = not is_server_uri(uri)
+        self.import_dir = import_dir if not self.is_lite else ""  # Milvus Lite has no bulk import
+        self._orm_alias: str | None = None
         if self.is_lite:
             path = Path(uri).expanduser()
             if path.suffix != ".db":
@@ -171,6 +176,11 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        if getattr(self, "_orm_alias", None):
+            from pymilvus import connections
+
+            _orm(connections.disconnect, self._orm_alias)
+            self._orm_alias = None
         client = getattr(self, "client", None)
         if client is not None:
             try:
@@ -323,15 +333,17 @@ class Store:
         about MAX_CALL_BYTES of vectors) per call, then fit each written collection's index to its new size.
 
         `insert=True` is for rows the caller knows the collection lacks: a plain insert, several times cheaper than
-        an upsert (which deletes first). `insert=None` decides row by row: the ids the collection already holds
-        (read once, ids only; none for a new or empty collection) are upserted, the others inserted, so a load
-        resumed after a crash never duplicates a row. Returns rows written per collection; rows of several models
+        an upsert (which deletes first); with an import folder (a server's `import_dir`) they are bulk-imported.
+        `insert=None` decides row by row: the ids the collection already holds (read once, ids only; none for a new
+        or empty collection) are upserted, the others inserted, so a load resumed after a crash never duplicates a
+        row. Returns rows written per collection; rows of several models
         go to several collections.
         """
         written: dict[str, int] = {}
         known: dict[tuple[str, int], str] = {}
         fields: dict[str, frozenset[str]] = {}
         held: dict[str, pa.Array | None] = {}  # per collection, with insert=None: the ids it held before (None: none)
+        imports: dict[str, BulkImport] = {}  # per collection, with an import folder: new rows as bulk-import files
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -347,6 +359,7 @@ class Store:
                     known[key] = self.ensure_collection(*key, reducer=reducer)
                     fields[known[key]] = self.fields(known[key])
                     if insert is None:
+                        self.await_imports(known[key])  # a killed load's imports finish before ids are read
                         ids = self.ids(known[key])
                         held[known[key]] = pa.array(sorted(ids), pa.string()) if ids else None
                 name = known[key]
@@ -359,15 +372,51 @@ class Store:
                 else:
                     groups = [(part, self.client.insert if insert else self.client.upsert)]
                 for rows_, write in groups:
+                    if write == self.client.insert and self.import_dir:
+                        if name not in imports:
+                            imports[name] = BulkImport(self, name, key[1])
+                        imports[name].add(rows_, fields[name])
+                        written[name] = written.get(name, 0) + rows_.num_rows
+                        advance(rows_.num_rows)
+                        continue
                     for start in range(0, rows_.num_rows, step):
                         chunk = rows_.slice(start, step)
                         write(name, _rows(chunk, fields[name]))
                         written[name] = written.get(name, 0) + chunk.num_rows
                         advance(chunk.num_rows)
+        for imp in imports.values():
+            imp.finish()
         for (_, dim), name in known.items():
             self.client.flush(name)
             self.fit_index(name, dim)
         return written
+
+    def orm_alias(self) -> str:
+        """A pymilvus ORM connection to this server (bulk import is not in MilvusClient's API for Milvus 2.3)."""
+        if self._orm_alias is None:
+            from pymilvus import connections
+
+            alias = f"imgsearch-{id(self):x}"
+            _orm(connections.connect, alias=alias, uri=self._client_uri, token=self.token)
+            self._orm_alias = alias
+        return self._orm_alias
+
+    def await_imports(self, name: str, timeout: float = 3600) -> None:
+        """Wait for a collection's unfinished bulk imports (a killed load leaves them running on the server): the
+        rows they add must be seen before anyone decides which rows the collection lacks."""
+        if self.is_lite:
+            return
+        from pymilvus import utility
+
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = _orm(utility.list_bulk_insert_tasks, collection_name=name, using=self.orm_alias())
+            busy = [t for t in tasks if t.state_name not in IMPORT_ENDED]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise StoreError(f"{len(busy)} bulk imports into {name} still running after {timeout:.0f} s")
+            time.sleep(1)
 
     def ids(self, name: str) -> set[str]:
         """Every id a collection holds (nothing is read from an empty one)."""
@@ -543,32 +592,136 @@ def filter_terms(info: CollectionInfo, f: Filters) -> list[str]:
     return terms
 
 
-def _rows(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> list[dict]:
-    vectors = unit(vectors_of(chunk))  # the store's invariant: unit rows, so inner product = cosine
-    ids = chunk.column("id").to_pylist()
-    paths = chunk.column("path").to_pylist()
-    widths = _col(chunk, "width")
-    heights = _col(chunk, "height")
-    sizes = _col(chunk, "bytes")
+def _scalars(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> pa.Table:
+    """Dataset rows as the collection's scalar columns (missing numbers as 0, text cut to the field sizes): the one
+    conversion behind inserts through the API and bulk imports."""
+    paths = chunk.column("path")
+    too_long = pc.greater(pc.binary_length(paths), MAX_PATH_LEN)
+    if pc.any(too_long).as_py():
+        raise StoreError(f"path longer than {MAX_PATH_LEN} bytes: {paths.filter(too_long)[0].as_py()[:80]}...")
+
+    def number(name: str, typ: pa.DataType) -> pa.ChunkedArray | pa.Array:
+        col = chunk.column(name).cast(typ) if name in chunk.column_names else pa.nulls(chunk.num_rows, typ)
+        return pc.fill_null(col, 0)
+
     if "mtime" in chunk.column_names:
-        mt = chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+        mtime = pc.fill_null(chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 0)
     else:
-        mt = [None] * chunk.num_rows
-    tagged = "tags" in fields
-    if tagged:
-        tags, scores, formats = _col(chunk, "tags"), _col(chunk, "tag_scores"), _col(chunk, "format")
-    rows = []
-    for i in range(chunk.num_rows):
-        if len(paths[i].encode("utf-8")) > MAX_PATH_LEN:
-            raise StoreError(f"path longer than {MAX_PATH_LEN} bytes: {paths[i][:80]}...")
-        row = {"id": ids[i], "path": paths[i], "vector": vectors[i], "width": widths[i] or 0,
-               "height": heights[i] or 0, "bytes": sizes[i] or 0, "mtime_us": mt[i] or 0}
-        if tagged:
-            row["format"] = (formats[i] or "")[:16]
-            row["tags"] = [t[:MAX_TAG_LEN] for t in (tags[i] or ())][:MAX_TAGS]
-            row["tag_scores"] = list(scores[i] or ())[:MAX_TAGS]
-        rows.append(row)
+        mtime = pa.array(np.zeros(chunk.num_rows, np.int64))
+    cols = {"id": chunk.column("id"), "path": paths, "width": number("width", pa.int32()),
+            "height": number("height", pa.int32()), "bytes": number("bytes", pa.int64()), "mtime_us": mtime}
+    if "tags" in fields:
+        cols["format"] = pa.array([(f or "")[:16] for f in _col(chunk, "format")], pa.string())
+        cols["tags"] = pa.array([[t[:MAX_TAG_LEN] for t in (x or ())][:MAX_TAGS] for x in _col(chunk, "tags")],
+                                pa.list_(pa.string()))
+        cols["tag_scores"] = pa.array([list(x or ())[:MAX_TAGS] for x in _col(chunk, "tag_scores")],
+                                      pa.list_(pa.float32()))
+    return pa.table(cols)
+
+
+def _rows(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> list[dict]:
+    """Rows for an insert through the API: the scalars, and unit vectors (the store's invariant: inner product =
+    cosine)."""
+    rows = _scalars(chunk, fields).to_pylist()
+    for row, vector in zip(rows, unit(vectors_of(chunk))):
+        row["vector"] = vector
     return rows
+
+
+def _orm(fn: Callable, *args, **kwargs):
+    """A pymilvus ORM call (bulk import has no MilvusClient form for Milvus 2.3), without the deprecation warning
+    pymilvus prints at every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return fn(*args, **kwargs)
+
+
+IMPORT_FILE_BYTES = 256 * 1024 * 1024  # vector bytes per bulk-import file (one import task each)
+IMPORT_ENDED = ("Completed", "Failed", "ImportFailed", "Failed and cleaned")
+
+
+class BulkImport:
+    """New rows of one collection, bulk-imported by a Milvus server: written as Parquet files into the store's
+    import folder (which the server reads) and imported by the server's data nodes, so no row passes through the
+    API. Each file is one import task, submitted as soon as it is written: the server imports while the next file
+    is written. `finish()` waits for every task and removes the files; a failed task is a StoreError, and the rows
+    it held are simply missing, so the next load (which first waits for unfinished imports, then reads the ids the
+    collection holds) adds them."""
+
+    def __init__(self, store: Store, name: str, dim: int):
+        import uuid
+
+        self.store, self.name = store, name
+        self.file_rows = max(1, IMPORT_FILE_BYTES // (4 * dim))
+        self.folder = Path(store.import_dir).expanduser().resolve() / f"imgsearch-{name}-{uuid.uuid4().hex[:12]}"
+        try:
+            self.folder.mkdir(parents=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write bulk-import files into {store.import_dir}: {exc}") from None
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.tasks: list[tuple[int, Path]] = []
+        self.probe_ids: list[str] = []  # a few ids of each file: seen by a query once the server serves the file
+
+    def add(self, rows: pa.Table, fields: frozenset[str]) -> None:
+        for start in range(0, rows.num_rows, self.file_rows):
+            chunk = rows.slice(start, self.file_rows)
+            vectors = unit(vectors_of(chunk))
+            offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+            self.pending.append(_scalars(chunk, fields).append_column(
+                "vector", pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))))
+            self.rows += chunk.num_rows
+            if self.rows >= self.file_rows:
+                self._submit()
+
+    def _submit(self) -> None:
+        import pyarrow.parquet as pq
+        from pymilvus import utility
+
+        if not self.pending:
+            return
+        path = self.folder / f"part-{len(self.tasks):05d}.parquet"
+        table = pa.concat_tables(self.pending)
+        pq.write_table(table, path)
+        ids = table.column("id")
+        self.probe_ids += [ids[0].as_py(), ids[len(ids) // 2].as_py(), ids[-1].as_py()]
+        self.pending, self.rows = [], 0
+        try:
+            task = _orm(utility.do_bulk_insert, self.name, files=[str(path)], using=self.store.orm_alias())
+        except Exception as exc:  # noqa: BLE001 - the server's reason, e.g. a folder it cannot read
+            raise StoreError(f"bulk import into {self.name} refused: {first_line(exc)}") from None
+        self.tasks.append((task, path))
+
+    def finish(self, timeout: float = 3600) -> None:
+        from pymilvus import utility
+
+        import shutil
+
+        try:
+            self._submit()
+            deadline = time.monotonic() + timeout
+            failed = []
+            for task, path in self.tasks:
+                while True:
+                    state = _orm(utility.get_bulk_insert_state, task, using=self.store.orm_alias())
+                    if state.state_name in IMPORT_ENDED:
+                        break
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"bulk import of {path.name} into {self.name} unfinished after {timeout:.0f} s")
+                    time.sleep(0.5)
+                if state.state_name != "Completed":
+                    failed.append(f"{path.name}: {state.infos.get('failed_reason') or state.state_name}")
+            if failed:
+                raise StoreError(f"bulk import into {self.name} failed for {len(failed)} of {len(self.tasks)} files "
+                                 f"(their rows are not stored; load again to add them): {failed[0]}")
+            # "Completed" means stored; the query nodes load the new segments a few seconds later
+            want = set(self.probe_ids)
+            while len(self.store.client.get(self.name, ids=list(want), output_fields=["id"])) < len(want):
+                if time.monotonic() > deadline:
+                    raise StoreError(f"rows imported into {self.name} are still not searchable after {timeout:.0f} s")
+                time.sleep(0.5)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _col(table: pa.Table, name: str) -> list:
@@ -591,7 +744,7 @@ def open_store(uri: str, settings: Settings, create: bool = False) -> Store:
     return Store(uri, create=create, token=settings.milvus_token,
                  hnsw=(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
                  index_type=settings.index_type, flat_max_floats=settings.lite_flat_max_floats,
-                 nprobe=settings.ivf_nprobe, nlist=settings.ivf_nlist)
+                 nprobe=settings.ivf_nprobe, nlist=settings.ivf_nlist, import_dir=settings.milvus_import_dir)
 
 
 class CollectionRows:
