@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from imgsearch import dataset as dset
 from imgsearch.buckets import first_line
-from imgsearch.config import Settings
+from imgsearch.config import LITE_FLAT_MAX_FLOATS, Settings
 from imgsearch.dataset import vectors_of
 from imgsearch.errors import StoreError
 from imgsearch.filters import FilterError, Filters, folder_uri, micros, prefix_range
@@ -90,11 +90,12 @@ def ivf_nprobe(nlist: int, settings_nprobe: int = 0) -> int:
     return settings_nprobe or int(min(256, max(16, nlist // 32)))
 
 
-def plan_index(count: int, dim: int, *, server: bool, index_type: str = "auto", flat_max_floats: int = 64_000_000,
+def plan_index(count: int, dim: int, *, server: bool, index_type: str = "auto", flat_max_floats: int = LITE_FLAT_MAX_FLOATS,
                nprobe: int = 0, hnsw: tuple[int, int, int] = (16, 200, 64), nlist: int = 0) -> IndexPlan:
     """The index for `count` vectors of `dim` dims. auto: a Milvus server gets HNSW at every size (fast at 1k and
     at 1M); Milvus Lite (FLAT or IVF_FLAT only) keeps exact FLAT search while one query scans at most
-    `flat_max_floats` numbers (50k x 1280 or 250k x 256: tens of ms on 2 cores), then IVF_FLAT."""
+    `flat_max_floats` numbers (78k x 1280 or 1M x 96: up to ~45 ms on 2 cores), then IVF_FLAT, whose recall
+    on Lite is lower (see config.LITE_FLAT_MAX_FLOATS)."""
     if index_type not in INDEX_TYPES:
         raise StoreError(f"index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
     m, ef_construction, ef = hnsw
@@ -127,7 +128,7 @@ class Store:
     """An open connection to one Milvus database. Use as a context manager, or call close()."""
 
     def __init__(self, uri: str, *, create: bool = False, token: str = "", hnsw: tuple[int, int, int] = (16, 200, 64),
-                 index_type: str = "auto", flat_max_floats: int = 64_000_000, nprobe: int = 0, nlist: int = 0,
+                 index_type: str = "auto", flat_max_floats: int = LITE_FLAT_MAX_FLOATS, nprobe: int = 0, nlist: int = 0,
                  import_dir: str = ""):
         self.uri = uri
         self.token = token

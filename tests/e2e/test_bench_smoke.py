@@ -93,6 +93,9 @@ def test_scale_quick_runs_every_stage():
     lite = million["lite_pca256"]["search"]
     assert {r["index"] for r in lite} == {"FLAT", "IVF_FLAT"}
     assert all(r["recall_at_10"] == 1.0 for r in lite if r["index"] == "FLAT")  # exact is exact
+    exact = million["lite_exact"]  # PCA to fewer dims: within Lite's exact range, so auto chose FLAT
+    assert exact["dim"] <= 96 and [r["index"] for r in exact["search"]] == ["FLAT"]
+    assert exact["search"][0]["recall_at_10"] == 1.0 and 0 < exact["reduce_recall_at_10"]["recall_at_10"] <= 1
     if "server_hnsw_pca256" in million:
         assert all(r["index"] == "HNSW" and r["recall_at_10"] > 0.5 for r in million["server_hnsw_pca256"]["search"])
     assert million["duplicates_1280"]["recall"] is not None and million["duplicates_1280"]["links"] > 0
