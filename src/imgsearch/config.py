@@ -12,8 +12,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Milvus Lite's exact (FLAT) search scans every stored number per query and is bound by memory bandwidth: at 1M
-# vectors it took 53 ms p50 at 128 dims and 94 ms at 256 (2-core AVX2 machine, bench scale), ~0.32 ms per million
-# floats + 13 ms. Its IVF_FLAT is fast but stays at recall@10 ~0.79 (Lite ignores nprobe), so FLAT is kept up to
+# vectors it took 32.5 ms p50 at 96 dims, 53 ms at 128 and 94-102 ms at 256 (2-core AVX2 machine, bench scale):
+# ~0.3 ms per million floats + ~10 ms. Its IVF_FLAT is fast but stays at recall@10 ~0.79 (Lite ignores nprobe), so FLAT is kept up to
 # ~45 ms a query: 100M floats (1M x 96, 78k x 1280).
 LITE_FLAT_MAX_FLOATS = 100_000_000
 
