@@ -13,7 +13,8 @@ Two ways to find the links, the same answer where both run:
   cell's own vectors in one matrix product of the full vectors, so each score is exact: a link is never wrong, only
   possibly missed (neither end probed the other's cell). Its recall against exact search is measured on a random
   sample of rows in the same run and reported. On 1M x 1280 (synthetic, bench scale) on 2 AVX2 cores: auto nprobe 24
-  of 2,048 cells, 311 s in all at recall 0.993 (next run: nprobe 32, 408 s, 0.994), where the former candidates-then-verify design took 27 min at 0.978.
+  of 2,048 cells, 311 s in all at recall 0.993 (next run: nprobe 32, 408 s, 0.994), where the former
+  candidates-then-verify design took 27 min at 0.978.
 
 Default threshold, calibrated on the real sample photos (21 photos, each as 90% crop, half and quarter size, JPEG
 q40 and q30): no two different photos scored above 0.55; a 90% crop, half size or JPEG copy scored >= 0.685 with its
