@@ -40,7 +40,9 @@ def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, at
 
     It normally answers within 10 s. Now and then a start hangs after its proxy registered (seen on a 2-core
     machine: nothing more logged, port never opened, for minutes) while the next start works: an attempt still
-    silent after `hang` seconds is stopped and tried again; the last attempt gets `timeout`.
+    silent after `hang` seconds is stopped and tried again; the last attempt gets `timeout`. A retry of a fresh
+    server starts from an empty store: the hung attempt leaves sessions in its embedded etcd under which the next
+    start comes up half-registered ("node not match") and refuses clients.
     """
     exe = executable()
     if exe is None:
@@ -48,6 +50,8 @@ def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, at
     if _port_open(port) or _port_open(2379):
         raise RuntimeError(f"port {port} or 2379 is already in use: is another Milvus running?")
     data_dir.mkdir(parents=True, exist_ok=True)
+    store = data_dir / "data"  # etcd, rocksmq and segments; bin/, configs/ and logs/ sit beside it
+    fresh = not store.exists()
     # rootCoord's default port (53100) lies in Linux's ephemeral range, where any client socket may hold it and the
     # start then hangs; every port used here is outside that range.
     args = [exe, "--data", str(data_dir), "--proxy-port", str(port), "--root-coord-port", str(port + 3)]
@@ -68,6 +72,8 @@ def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, at
         if proc.poll() is None and _port_open(port):
             break
         _stop(proc)
+        if fresh:
+            shutil.rmtree(store, ignore_errors=True)
         if attempt == attempts:
             raise RuntimeError(f"milvus-server did not start ({attempts} tries): {log_path.read_text()[-2000:]}")
     try:
