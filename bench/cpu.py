@@ -1,6 +1,9 @@
 """CPU speed per runtime and precision, with the quality each keeps, recorded per CPU kind.
 
-For every path this CPU can run well (torch fp32, ONNX Runtime fp32, torch bf16 where bf16 is native):
+First the int8 model is built for this CPU kind (`imgsearch.models.int8`), tuned on images the quality sets do not
+contain (openclipart drawings and desktop wallpapers), once without tuning (plain post-training quantization) and once
+tuned, with the build's own figures recorded. Then, for every path this CPU can run well (torch fp32, ONNX Runtime
+fp32 and int8, torch bf16 where bf16 is native):
 * forward: pre-decoded crops through `Embedder.embed` in batches (bench.indexing.measure);
 * end-to-end: the local engine over web-size JPEGs with the model loaded, and its ratio to the forward rate;
 * query: one image at one thread (the service's setting), median of 30;
@@ -24,19 +27,23 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, log, save
-from bench.datasets import ensure_debian_package, web_set
-from bench.eval import STAMPS, stamp_classes
+from bench.datasets import ensure_debian_package, openclipart_files, web_set
+from bench.eval import STAMPS, WALLPAPERS, stamp_classes
 from bench.indexing import CACHE, measure
 
 MODEL = "efficientnet_lite0"
+MODEL_CACHE = CACHE / "model-cache"  # the bench's own exports and int8 builds: never the user's cache
+INT8_STEPS = 300
 
 
-def paths_to_measure(cpu) -> list[tuple[str, str]]:
+def paths_to_measure(cpu, int8: bool = False) -> list[tuple[str, str]]:
     from imgsearch.models.policy import onnx_available
 
     pairs = [("torch", "fp32")]
     if onnx_available():
         pairs.append(("onnx", "fp32"))
+        if int8:
+            pairs.append(("onnx", "int8"))
     if cpu.native_bf16:
         pairs.append(("torch", "bf16"))
     return pairs
@@ -56,6 +63,42 @@ def quality_images(tmp: Path, quick: bool):
         for label, files in sorted(classes.items()):
             stamps += [(f, label) for f in (files[:8] if quick else files)]
     return photos, queries, stamps
+
+
+def tuning_crops(prep, quick: bool) -> np.ndarray:
+    """Images for the int8 tuning that no quality set contains: openclipart drawings and desktop wallpapers."""
+    from imgsearch.imaging import DecodeError, decode_image
+
+    files = openclipart_files()[::5][:200 if quick else 1200]
+    if ensure_debian_package("plasma-workspace-wallpapers", WALLPAPERS):
+        walls = [f for f in sorted(WALLPAPERS.rglob("*")) if f.suffix.lower() in (".jpg", ".png")
+                 and f.stat().st_size < 4_000_000]
+        files += walls[:50 if quick else 300]
+    crops = []
+    for f in files:
+        try:
+            crops.append(decode_image(f.read_bytes(), prep, 10**8).pixels)
+        except DecodeError:
+            continue
+    return np.stack(crops)
+
+
+def build_int8(cpu, prep, quick: bool) -> dict:
+    """Build the int8 model without and with tuning; return both builds' figures (cosine on held-out tuning
+    images, forward rates of int8 and fp32 in the same run)."""
+    from imgsearch.models import get_spec
+    from imgsearch.models.int8 import build_int8 as build, read_report, recipe_for
+
+    crops = tuning_crops(prep, quick)
+    out = {}
+    for steps in (0, 40 if quick else INT8_STEPS):
+        recipe = recipe_for(cpu.vnni, steps)
+        log(f"cpu [{cpu.kind}]: building int8 ({steps} tuning steps, {len(crops)} images) ...")
+        path = build(get_spec(MODEL), None, crops, recipe, MODEL_CACHE,
+                     progress=lambda i, loss: i % 50 == 0 and log(f"  step {i}: loss {loss:.4f}"))
+        out["tuned" if steps else "post_training"] = read_report(path)
+        log(f"cpu [{cpu.kind}]: int8 {steps} steps: {out['tuned' if steps else 'post_training']}")
+    return out
 
 
 def decode_all(paths: list[Path], prep) -> np.ndarray:
@@ -85,6 +128,7 @@ def quality(vec: np.ndarray, ref: np.ndarray, n_photos: int, targets: np.ndarray
 def measure_kind(quick: bool) -> dict:
     from imgsearch.models.probe import query_latency_ms
     from imgsearch.models import cpu_features, create_model
+    from imgsearch.models.policy import onnx_available
 
     cpu = cpu_features()
     n = 128 if quick else 768
@@ -92,17 +136,19 @@ def measure_kind(quick: bool) -> dict:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="imgsearch-bench-cpu-") as tmp:
         photos, queries, stamps = quality_images(Path(tmp), quick)
-        ref_model = create_model(MODEL, device="cpu", precision="fp32", runtime="torch")
+        ref_model = create_model(MODEL, device="cpu", precision="fp32", runtime="torch", cache_dir=MODEL_CACHE)
         crops = decode_all(photos + [q for q, _ in queries] + [s for s, _ in stamps], ref_model.prep)
         ref = np.concatenate([ref_model.embed(crops[i:i + 32]) for i in range(0, len(crops), 32)])
         targets = np.array([t for _, t in queries])
-        for runtime, precision in paths_to_measure(cpu):
+        int8 = build_int8(cpu, ref_model.prep, quick) if onnx_available() else {}
+        for runtime, precision in paths_to_measure(cpu, int8=bool(int8)):
             label = f"{runtime} {precision}"
             log(f"cpu [{cpu.kind}]: {label} ...")
             speed = measure(src, model=MODEL, precision=precision, runtime=runtime, sample=64 if quick else 256)
-            emb = create_model(MODEL, device="cpu", precision=precision, runtime=runtime)
+            emb = create_model(MODEL, device="cpu", precision=precision, runtime=runtime, cache_dir=MODEL_CACHE)
             vec = np.concatenate([emb.embed(crops[i:i + 32]) for i in range(0, len(crops), 32)])
-            one = create_model(MODEL, device="cpu", precision=precision, runtime=runtime, threads=1)
+            one = create_model(MODEL, device="cpu", precision=precision, runtime=runtime, threads=1,
+                               cache_dir=MODEL_CACHE)
             row = {"forward_img_per_s": speed["forward_img_per_s"], "e2e_img_per_s": speed["e2e_img_per_s"],
                    "e2e_over_forward_ratio": speed["e2e_over_forward_ratio"],
                    "decode_bound_ratio": speed["decode_bound_ratio"],
@@ -119,14 +165,21 @@ def measure_kind(quick: bool) -> dict:
         row["forward_over_torch_fp32"] = round(row["forward_img_per_s"] / base, 2)
     from imgsearch.models.policy import choose
 
-    plan = choose("cpu", "auto", "auto", cpu)
+    gain = rows["onnx int8"]["forward_img_per_s"] / rows["onnx fp32"]["forward_img_per_s"] if "onnx int8" in rows else None
+    kept = bool(int8) and int8["tuned"]["cosine_mean"] >= 0.98
+    plan = choose("cpu", "auto", "auto", cpu, int8_gain=gain if kept else None)
     return {"cpu": cpu.describe(), "torch": torch.__version__, "images_e2e": n, "auto": f"{plan.runtime} {plan.precision}",
+            "int8_builds": int8,
             "quality_images": {"photos": len(photos), "edited_copies": len(queries), "stamps": len(stamps),
                                "stamp_classes": len({lab for _, lab in stamps})},
             "paths": rows}
 
 
 def run(quick: bool = False) -> dict:
+    from imgsearch.config import get_settings
+
+    os.environ["IMGSEARCH_CACHE_DIR"] = str(MODEL_CACHE)  # measure() reads the settings
+    get_settings.cache_clear()
     if os.environ.get("IMGSEARCH_BENCH_CPU_CHILD"):  # the emulated run: print, the parent records
         print(json.dumps(measure_kind(quick)))
         return {}

@@ -28,8 +28,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
     workers: int = Field(0, ge=0, description="decode threads; 0 = number of CPU cores")
     torch_threads: int = Field(0, ge=0, description="intra-op threads for torch; 0 = number of CPU cores")
-    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$",
-                           description="inference precision; auto = bf16 on CPUs with native bf16 and on CUDA, else fp32")
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16|int8)$",
+                           description="inference precision; auto = bf16 on CPUs with native bf16 and on CUDA, int8 "
+                           "where 'imgsearch quantize' built a faster int8 model for this CPU, else fp32")
     runtime: str = Field("auto", pattern="^(auto|torch|onnx)$",
                          description="inference runtime; auto = torch on CUDA and on CPUs with native bf16, else "
                          "ONNX Runtime (see 'imgsearch doctor')")

@@ -7,6 +7,7 @@ queries at the service's thread count, so a user sees on their own CPU the figur
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from imgsearch.config import Settings, cache_dir_of
 from imgsearch.models import create_model, cpu_features
@@ -31,6 +32,7 @@ class DoctorReport:
     versions: dict
     chosen: dict
     probes: list[Probe] = field(default_factory=list)
+    int8: dict | None = None  # this machine's int8 build of the model: its file and the figures of its build
 
 
 def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds: float) -> list[Probe]:
@@ -52,11 +54,11 @@ def probe(model: str, settings: Settings, pairs: list[tuple[str, str]], seconds:
     return out
 
 
-def candidates(device_type: str) -> list[tuple[str, str]]:
+def candidates(device_type: str, int8: bool = False) -> list[tuple[str, str]]:
     """Every (runtime, precision) this device runs well."""
     if device_type == "cuda":
         return [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16")]
-    return cpu_candidates()
+    return cpu_candidates(int8)
 
 
 def run(settings: Settings, model: str | None = None, seconds: float = 5.0, every: bool = False,
@@ -69,8 +71,19 @@ def run(settings: Settings, model: str | None = None, seconds: float = 5.0, ever
     report = DoctorReport(cpu=cpu.describe(), versions=runtime_versions(),
                           chosen={"device": str(dev), "runtime": plan.runtime, "precision": plan.precision,
                                   "why": plan.why, "asked": {"runtime": s.runtime, "precision": s.precision}})
+    if dev.type == "cpu":
+        from imgsearch.models import get_spec
+        from imgsearch.models.int8 import find_int8
+
+        spec = get_spec(model)
+        built = find_int8(spec, spec.build(Path(s.weights) if s.weights else None), cpu, cache_dir_of(s))
+        if built is not None:
+            report.int8 = {"path": str(built.path), **built.report}
+            if built.gain is not None:
+                plan = choose(dev.type, s.precision, s.runtime, cpu, int8_gain=built.gain)
+                report.chosen.update(runtime=plan.runtime, precision=plan.precision, why=plan.why)
     if not measure:
         return report
-    pairs = candidates(dev.type) if every else [(plan.runtime, plan.precision)]
+    pairs = candidates(dev.type, report.int8 is not None) if every else [(plan.runtime, plan.precision)]
     report.probes = probe(model, s, pairs, seconds)
     return report

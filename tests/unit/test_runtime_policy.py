@@ -60,3 +60,21 @@ def test_explicit_choices_and_clear_refusals():
         choose("cpu", "auto", "tvm", avx2)
     with pytest.raises(ModelError, match="invalid precision 'int4'"):
         choose("cpu", "int4", "auto", avx2)
+
+
+def test_int8_explicit_auto_and_refusals():
+    avx2, zen4 = features_from(AVX2), features_from(AVX512_BF16)
+    assert choose("cpu", "int8", "auto", avx2, have_onnx=True)[:2] == ("onnx", "int8")
+    assert choose("cpu", "int8", "onnx", avx2, have_onnx=True)[:2] == ("onnx", "int8")
+    # auto takes int8 only where a build here measured it faster (and kept the vectors: gain is None otherwise)
+    assert choose("cpu", "auto", "auto", avx2, have_onnx=True, int8_gain=1.6)[:2] == ("onnx", "int8")
+    assert choose("cpu", "auto", "auto", avx2, have_onnx=True, int8_gain=0.9)[:2] == ("onnx", "fp32")
+    assert choose("cpu", "auto", "auto", avx2, have_onnx=True, int8_gain=None)[:2] == ("onnx", "fp32")
+    assert choose("cpu", "fp32", "auto", avx2, have_onnx=True, int8_gain=1.6)[:2] == ("onnx", "fp32")
+    assert choose("cpu", "auto", "onnx", avx2, have_onnx=True, int8_gain=1.6)[:2] == ("onnx", "int8")
+    # native bf16 stays torch bf16 (no regression there); int8 must be asked for
+    assert choose("cpu", "auto", "auto", zen4, have_onnx=True, int8_gain=1.6)[:2] == ("torch", "bf16")
+    for args, msg in [(("cpu", "int8", "torch", avx2), "ONNX Runtime"), (("cuda", "int8", "auto", avx2), "CPU"),
+                      (("cpu", "int8", "auto", avx2), "onnxruntime")]:
+        with pytest.raises(ModelError, match=msg):
+            choose(*args, have_onnx=False if args[1:3] == ("int8", "auto") and args[0] == "cpu" else True)

@@ -51,12 +51,16 @@ def _pixels_module(spec: ModelSpec, module):
     return PixelsIn(module).eval()
 
 
-def export_onnx(spec: ModelSpec, module, cache_dir: Path) -> Path:
+def export_onnx(spec: ModelSpec, module, cache_dir: Path, name: str | None = None) -> Path:
     """The model's fp32 ONNX file, exported on first use and cached (written atomically: concurrent Spark workers
-    may export at once)."""
+    may export at once). `name`: export to cache_dir/name instead (a network that is not the registered one)."""
     import torch
 
-    path = Path(cache_dir) / "onnx" / f"{spec.name}-r{spec.revision}-{weights_digest(module)}-torch{torch.__version__}-op{OPSET}.onnx"
+    if name is not None:
+        path = Path(cache_dir) / name
+    else:
+        path = Path(cache_dir) / "onnx" / (f"{spec.name}-r{spec.revision}-{weights_digest(module)}"
+                                           f"-torch{torch.__version__}-op{OPSET}.onnx")
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,17 +93,19 @@ def first_line(exc: BaseException) -> str:
 
 
 class OnnxSession:
-    """uint8 NHWC crops -> pooled features (float32, not normalised) with ONNX Runtime on the CPU."""
+    """uint8 NHWC crops -> pooled features (float32, not normalised) with ONNX Runtime on the CPU.
+
+    `path`: run this ready ONNX file (the int8 model) instead of the fp32 export of `module`."""
 
     runtime = "onnx"
 
     def __init__(self, spec: ModelSpec, module, threads: int = 0, cache_dir: Path | None = None,
-                 spin: bool = False):
+                 spin: bool = False, path: Path | None = None):
         import onnxruntime as ort
 
         self.spec = spec
         cache_dir = cache_dir or default_cache_dir()
-        self.path = export_onnx(spec, module, cache_dir)
+        self.path = path or export_onnx(spec, module, cache_dir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads if threads > 0 else usable_cpus()
         opts.inter_op_num_threads = 1
@@ -113,6 +119,9 @@ class OnnxSession:
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a damaged cache file: export again once
+            if path is not None:
+                raise ModelError(f"{spec.name}: ONNX Runtime cannot load {path}: {first_line(exc)}; "
+                                 "build it again (imgsearch quantize)") from None
             self.path.unlink(missing_ok=True)
             try:
                 self.path = export_onnx(spec, module, cache_dir)

@@ -49,11 +49,27 @@ def query_latency_ms(emb: Embedder, crops: np.ndarray, repeats: int = 20) -> flo
     return float(np.median(times) * 1000)
 
 
-def cpu_candidates() -> list[tuple[str, str]]:
+def cpu_candidates(int8: bool = False) -> list[tuple[str, str]]:
     """The (runtime, precision) pairs this CPU runs well (bf16 only where it is native: emulated bf16 is ~25x slower
-    than fp32 on an AVX2 CPU)."""
+    than fp32 on an AVX2 CPU; int8 where `imgsearch quantize` built the model here and it kept the vectors)."""
     out = [("torch", "fp32")] + ([("torch", "bf16")] if cpu_features().native_bf16 else [])
-    return out + ([("onnx", "fp32")] if onnx_available() else [])
+    if onnx_available():
+        out += [("onnx", "fp32")] + ([("onnx", "int8")] if int8 else [])
+    return out
+
+
+def usable_int8(model: str, weights: str | None, cache_dir: Path | None) -> str | None:
+    """The file name of this machine's int8 build of `model` when it kept the vectors, else None."""
+    from imgsearch.models.int8 import MIN_COSINE, find_int8
+    from imgsearch.models.registry import get_spec
+
+    spec = get_spec(model)
+    folder = Path(cache_dir) / "int8" if cache_dir else None
+    if folder is not None and not any(folder.glob(f"{model}-*.onnx")):
+        return None
+    built = find_int8(spec, spec.build(Path(weights) if weights else None), cpu_features(), cache_dir)
+    ok = built is not None and built.report.get("cosine_mean", 0) >= MIN_COSINE
+    return built.path.name if ok else None
 
 
 def fastest_for_queries(model: str, threads: int, cache_dir: Path, weights: str | None = None,
@@ -67,7 +83,8 @@ def fastest_for_queries(model: str, threads: int, cache_dir: Path, weights: str 
     if weights:
         st = Path(weights).stat()
         wkey = f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    key = json.dumps([model, wkey, sorted(cpu.flags), cpu.cores, threads, runtime_versions()])
+    int8 = usable_int8(model, weights, cache_dir)
+    key = json.dumps([model, wkey, sorted(cpu.flags), cpu.cores, threads, runtime_versions(), int8])
     path = Path(cache_dir) / "choices" / f"{model}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         record = json.loads(path.read_text())
@@ -78,7 +95,7 @@ def fastest_for_queries(model: str, threads: int, cache_dir: Path, weights: str 
     best: tuple[float, Embedder] | None = None
     figures: dict[str, float] = {}
     crops = None
-    for runtime, precision in cpu_candidates():
+    for runtime, precision in cpu_candidates(int8=int8 is not None):
         emb = create_model(model, weights=weights, device="cpu", runtime=runtime, precision=precision,
                            threads=threads, cache_dir=cache_dir)
         crops = sample_crops(emb.prep, 8) if crops is None else crops

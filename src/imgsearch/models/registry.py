@@ -82,11 +82,25 @@ class Embedder:
         self.dim = spec.dim
         self.prep = spec.prep
         dev = resolve_device(device)
-        self.plan: Plan = choose(dev.type, precision, runtime, cpu_features())
+        cpu = cpu_features()
         module = spec.build(weights)
         self.module = module  # the torch network (the text tower of an image-text model is used from it)
+        int8 = None
+        if dev.type == "cpu" and precision in ("auto", "int8") and runtime in ("auto", "onnx"):
+            from imgsearch.models.int8 import find_int8
+
+            int8 = find_int8(spec, module, cpu, cache_dir)
+        self.plan: Plan = choose(dev.type, precision, runtime, cpu, int8_gain=int8.gain if int8 else None)
         self.session = None
-        if self.plan.runtime == "onnx":
+        if self.plan.precision == "int8":
+            from imgsearch.models.onnx_session import OnnxSession
+
+            if int8 is None:
+                raise ModelError(f"no int8 model of {spec.name} for this CPU kind ({cpu.kind}) here: build it "
+                                 "with 'imgsearch quantize --images DIR' (a few hundred of your images)")
+            self.session = OnnxSession(spec, None, threads=threads, cache_dir=cache_dir, spin=spin, path=int8.path)
+            self.device = "cpu"
+        elif self.plan.runtime == "onnx":
             from imgsearch.models.onnx_session import OnnxSession
 
             try:
