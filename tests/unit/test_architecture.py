@@ -16,7 +16,7 @@ LAYERS = [
     ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),
     ("vector store", {"store"}),
     ("engines and queries", {"engines", "query", "browse"}),
-    ("use cases", {"pipeline", "evaluation", "service", "doctor"}),
+    ("use cases", {"pipeline", "evaluation", "service", "doctor", "quantize"}),
     ("edges", {"server", "cli", "testing", "__main__"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
