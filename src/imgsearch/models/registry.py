@@ -97,10 +97,18 @@ class Embedder:
 
             if int8 is None:
                 raise ModelError(f"no int8 model of {spec.name} for this CPU kind ({cpu.kind}) here: build it "
-                                 "with 'imgsearch quantize --images DIR' (a few hundred of your images)")
-            self.session = OnnxSession(spec, None, threads=threads, cache_dir=cache_dir, spin=spin, path=int8.path)
-            self.device = "cpu"
-        elif self.plan.runtime == "onnx":
+                                 "with 'imgsearch quantize DIR' (a folder of a few hundred of your images)")
+            try:
+                self.session = OnnxSession(spec, None, threads=threads, cache_dir=cache_dir, spin=spin,
+                                           path=int8.path)
+                self.device = "cpu"
+            except ModelError as exc:
+                if precision != "auto":
+                    raise
+                # auto promised speed, not int8: a damaged build leaves the fp32 path
+                warnings.warn(f"{exc}; running {spec.name} in fp32")
+                self.plan = choose(dev.type, precision, runtime, cpu)
+        if self.session is None and self.plan.runtime == "onnx":
             from imgsearch.models.onnx_session import OnnxSession
 
             try:
