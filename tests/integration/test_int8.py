@@ -77,6 +77,15 @@ def test_int8_without_a_build_is_a_clear_error(tmp_path, photos_dir):
     assert create_model("efficientnet_lite0", device="cpu", cache_dir=tmp_path).precision in ("fp32", "bf16")
 
 
+def test_quantize_refuses_what_it_cannot_build(tmp_path, photos_dir):
+    res = run_cli("quantize", str(photos_dir), "--model", "clip_vit_b32", "--steps", "0",
+                  env={"IMGSEARCH_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 1 and "CNNs" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_cli("quantize", str(photos_dir), "--steps", "0", env={"IMGSEARCH_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 1 and "at least 128 images" in res.stderr, res.stderr  # 21 photos: too few to check
+    assert not (tmp_path / "int8").exists() or not any((tmp_path / "int8").glob("*.onnx"))
+
+
 @pytest.mark.slow
 def test_quantize_keeps_the_vectors_and_retrieval(tmp_path, photo_paths):
     """Tuned on half of the stamps (as a user tunes on their collection), checked on the other half, and on real

@@ -261,6 +261,9 @@ def build_int8(spec: ModelSpec, weights: Path | None, crops: np.ndarray, recipe:
 
     from imgsearch.models.onnx_session import OnnxSession, export_onnx, weights_digest
 
+    if spec.text:
+        raise ModelError(f"int8 is built for the registered CNNs; {spec.name} is an image-text transformer (its "
+                         "matrix products are not tuned here): use fp32")
     if len(crops) < holdout + 64:
         raise ModelError(f"int8 needs at least {holdout + 64} images to tune and check on; got {len(crops)}")
     teacher = spec.build(weights).eval()
