@@ -73,10 +73,11 @@ def run(settings: Settings, model: str | None = None, seconds: float = 5.0, ever
                                   "why": plan.why, "asked": {"runtime": s.runtime, "precision": s.precision}})
     if dev.type == "cpu":
         from imgsearch.models import get_spec
-        from imgsearch.models.int8 import find_int8
+        from imgsearch.models.int8 import any_built, find_int8
 
         spec = get_spec(model)
-        built = find_int8(spec, spec.build(Path(s.weights) if s.weights else None), cpu, cache_dir_of(s))
+        built = (find_int8(spec, spec.build(Path(s.weights) if s.weights else None), cpu, cache_dir_of(s))
+                 if any_built(spec, cache_dir_of(s)) else None)
         if built is not None:
             report.int8 = {"path": str(built.path), **built.report}
             if built.gain is not None:

@@ -16,7 +16,7 @@ from imgsearch.config import Settings, cache_dir_of
 from imgsearch.errors import ImgSearchError
 from imgsearch.imaging import DecodeError, decode_image
 from imgsearch.models import cpu_features, get_spec
-from imgsearch.models.int8 import BuiltInt8, build_int8, find_int8, read_report, recipe_for
+from imgsearch.models.int8 import BuiltInt8, build_int8, read_report, recipe_for
 from imgsearch.sources import list_images, read_bytes
 
 
@@ -45,8 +45,3 @@ def quantize(src: str, model: str, settings: Settings, *, steps: int, limit: int
     cache = cache_dir_of(settings)
     path = build_int8(spec, Path(weights) if weights else None, crops, recipe, cache, progress)
     return BuiltInt8(path, read_report(path) or {})
-
-
-def built(model: str, settings: Settings, weights: str | None = None) -> BuiltInt8 | None:
-    spec = get_spec(model)
-    return find_int8(spec, spec.build(Path(weights) if weights else None), cpu_features(), cache_dir_of(settings))

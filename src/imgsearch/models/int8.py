@@ -25,6 +25,7 @@ import numpy as np
 
 from imgsearch.errors import ModelError
 from imgsearch.models.spec import ModelSpec
+from imgsearch.vectors import unit
 
 INT8_REVISION = 1  # changes whenever the recipe below does (it names cached files)
 MIN_COSINE = 0.98  # mean cosine to fp32's vectors below which `auto` does not use an int8 build
@@ -64,6 +65,7 @@ def fold_batchnorm(module, example) -> int:
     architecture works) and replace it with Identity. Returns how many were folded."""
     import torch
     from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
 
     last: dict[str, object] = {}
     pairs: list[tuple[nn.Conv2d, str, nn.Module]] = []
@@ -85,16 +87,11 @@ def fold_batchnorm(module, example) -> int:
     finally:
         for h in hooks:
             h.remove()
-    with torch.no_grad():
-        for conv, name, parent in pairs:
-            bn = getattr(parent, name)
-            scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bias.detach().clone())
-            setattr(parent, name, nn.Identity())
+    for conv, name, parent in pairs:  # in place: the conv objects stay the ones the network calls
+        bn = getattr(parent, name)
+        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                      bn.eps, bn.weight, bn.bias)
+        setattr(parent, name, nn.Identity())
     return len(pairs)
 
 
@@ -154,31 +151,27 @@ def distill(spec: ModelSpec, teacher, student, crops: np.ndarray, calib: np.ndar
     import torch
     import torch.nn.functional as F
 
+    from imgsearch.models.onnx_session import _pixels_module
+
     torch.manual_seed(recipe.seed)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    def prep(x: np.ndarray):
-        return (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() - mean) / std
-
     sim = _SimulatedInt8(student, recipe.weight_bits)
-    teacher.eval()
-    student.eval()  # BN is folded; eval keeps dropout off (the vectors come before the classifier's dropout)
+    # uint8 NHWC crops in, input scaling inside, as the exported graph does; eval keeps dropout off (BN is folded)
+    teacher_px, student_px = _pixels_module(spec, teacher), _pixels_module(spec, student)
     with torch.no_grad():
         for i in range(0, len(calib), 32):
-            student(prep(calib[i:i + 32]))
+            student_px(torch.from_numpy(np.ascontiguousarray(calib[i:i + 32])))
     sim.start()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=recipe.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(recipe.steps, 1))
     rng = np.random.default_rng(recipe.seed)
     dim = spec.dim
     for step in range(recipe.steps):
-        x = prep(crops[rng.choice(len(crops), min(recipe.batch, len(crops)), replace=False)])
+        x = torch.from_numpy(crops[rng.choice(len(crops), min(recipe.batch, len(crops)), replace=False)])
         if rng.random() < 0.5:
-            x = x.flip(3)
+            x = x.flip(2)  # NHWC: mirror left-right
         with torch.no_grad():
-            target = teacher(x)
-        out = student(x)
+            target = teacher_px(x)
+        out = student_px(x)
         loss = (1 - F.cosine_similarity(out[:, :dim], target[:, :dim])).mean()
         if out.shape[1] > dim:  # a classifier head: keep its tags too
             loss = loss + 0.1 * F.kl_div(F.log_softmax(out[:, dim:], 1), F.softmax(target[:, dim:], 1),
@@ -259,7 +252,7 @@ def build_int8(spec: ModelSpec, weights: Path | None, crops: np.ndarray, recipe:
     it with the quality kept on `holdout` crops the tuning never saw, and both rates measured in this run."""
     import torch
 
-    from imgsearch.models.onnx_session import OnnxSession, export_onnx, weights_digest
+    from imgsearch.models.onnx_session import OnnxSession, _pixels_module, export_onnx, weights_digest
 
     if spec.text:
         raise ModelError(f"int8 is built for the registered CNNs; {spec.name} is an image-text transformer (its "
@@ -279,11 +272,7 @@ def build_int8(spec: ModelSpec, weights: Path | None, crops: np.ndarray, recipe:
     started = time.time()
     student = spec.build(weights).eval()
     crop = spec.prep.crop
-    with torch.no_grad():
-        mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std).view(1, 3, 1, 1)
-        example = (torch.from_numpy(train[:2]).permute(0, 3, 1, 2).float() - mean) / std
-    folded = fold_batchnorm(student, example)
+    folded = fold_batchnorm(_pixels_module(spec, student), torch.from_numpy(np.ascontiguousarray(train[:2])))
     distill(spec, teacher, student, train, calib, recipe, progress)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tuned = export_onnx(spec, student, Path(tmp), name=f"{spec.name}-tuned.onnx")
@@ -297,7 +286,7 @@ def build_int8(spec: ModelSpec, weights: Path | None, crops: np.ndarray, recipe:
     build_s = time.time() - started
     fp32 = OnnxSession(spec, teacher, cache_dir=cache_dir)
     int8 = OnnxSession(spec, None, cache_dir=cache_dir, path=path)
-    cos = cosines(fp32.features(check)[:, :spec.dim], int8.features(check)[:, :spec.dim])
+    cos = (unit(fp32.features(check)[:, :spec.dim]) * unit(int8.features(check)[:, :spec.dim])).sum(1)
     report = {"model": spec.name, "recipe": recipe.__dict__, "images": len(crops), "bn_folded": folded,
               "build_s": round(build_s, 1), "holdout": holdout, "crop": crop,
               "cosine_mean": round(float(cos.mean()), 4), "cosine_min": round(float(cos.min()), 4),
@@ -308,12 +297,6 @@ def build_int8(spec: ModelSpec, weights: Path | None, crops: np.ndarray, recipe:
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(report_path(path))
     return path
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(1)
 
 
 def forward_rate(session, crops: np.ndarray, seconds: float = 3.0, batch: int = 32) -> float:
@@ -332,13 +315,27 @@ class BuiltInt8:
     report: dict
 
     @property
+    def kept(self) -> bool:
+        """Whether the build kept the vectors (mean cosine to fp32's on its held-out images >= MIN_COSINE)."""
+        return self.report.get("cosine_mean", 0) >= MIN_COSINE
+
+    @property
     def gain(self) -> float | None:
         """int8's forward rate over fp32's at build time; None when the build did not keep the vectors (auto then
         leaves it alone; asking for int8 still runs it)."""
         r = self.report
-        if r.get("cosine_mean", 0) < MIN_COSINE or not r.get("fp32_img_per_s"):
+        if not self.kept or not r.get("fp32_img_per_s"):
             return None
         return r["int8_img_per_s"] / r["fp32_img_per_s"]
+
+
+def any_built(spec: ModelSpec, cache_dir: Path | None) -> bool:
+    """Whether any int8 build of `spec` is cached here: a glob, checked before building the network and hashing its
+    weights (seconds for a big model) to find the one that fits."""
+    from imgsearch.config import default_cache_dir
+
+    folder = Path(cache_dir or default_cache_dir()) / "int8"
+    return folder.is_dir() and any(folder.glob(f"{spec.name}-r{spec.revision}-*.onnx"))
 
 
 def find_int8(spec: ModelSpec, module, cpu, cache_dir: Path | None, steps: int | None = None) -> BuiltInt8 | None:
@@ -351,9 +348,9 @@ def find_int8(spec: ModelSpec, module, cpu, cache_dir: Path | None, steps: int |
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
+    if not any_built(spec, cache_dir):
+        return None
     folder = Path(cache_dir or default_cache_dir()) / "int8"
-    if not folder.is_dir() or not any(folder.glob(f"{spec.name}-r{spec.revision}-*.onnx")):
-        return None  # before hashing the weights: that takes seconds for a big model
     recipe = recipe_for(cpu.vnni)
     stem = int8_path(spec, weights_digest(module), recipe, folder.parent).name
     head, tail = stem.split(f"-s{recipe.steps}-", 1)

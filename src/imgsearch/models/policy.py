@@ -55,6 +55,7 @@ def choose(device_type: str, precision: str, runtime: str, cpu: CpuFeatures, hav
     if runtime not in RUNTIMES:
         raise ModelError(f"invalid runtime {runtime!r}: use {', '.join(RUNTIMES)}")
     have_onnx = onnx_available() if have_onnx is None else have_onnx
+    int8_wins = precision == "auto" and int8_gain is not None and int8_gain > 1.0
     if device_type == "cuda":
         if precision == "int8":
             raise ModelError("int8 runs on the CPU (ONNX Runtime); use device cpu, or bf16 on CUDA")
@@ -74,7 +75,7 @@ def choose(device_type: str, precision: str, runtime: str, cpu: CpuFeatures, hav
             raise ModelError("runtime onnx needs onnxruntime: pip install onnxruntime")
         if precision == "bf16":
             raise ModelError("runtime onnx runs fp32 or int8 on the CPU; bf16 is a torch path (runtime torch or auto)")
-        if precision == "auto" and int8_gain is not None and int8_gain > 1.0:
+        if int8_wins:
             return Plan("onnx", "int8", f"asked for onnx; int8 built here runs {int8_gain:.2f}x fp32")
         return Plan("onnx", "fp32", "asked for onnx")
     bf16_native = cpu.native_bf16
@@ -83,7 +84,7 @@ def choose(device_type: str, precision: str, runtime: str, cpu: CpuFeatures, hav
         return Plan("torch", chosen, "asked for torch" if runtime == "torch" else "bf16 is a torch path")
     if precision == "auto" and bf16_native:
         return Plan("torch", "bf16", f"{cpu.kind}: native bf16")
-    if have_onnx and precision == "auto" and int8_gain is not None and int8_gain > 1.0:
+    if have_onnx and int8_wins:
         return Plan("onnx", "int8", f"{cpu.kind}: no native bf16, int8 built here runs {int8_gain:.2f}x fp32")
     if have_onnx:
         return Plan("onnx", "fp32", f"{cpu.kind}: no native bf16, ONNX Runtime fp32 is the fastest measured path")

@@ -60,16 +60,14 @@ def cpu_candidates(int8: bool = False) -> list[tuple[str, str]]:
 
 def usable_int8(model: str, weights: str | None, cache_dir: Path | None) -> str | None:
     """The file name of this machine's int8 build of `model` when it kept the vectors, else None."""
-    from imgsearch.models.int8 import MIN_COSINE, find_int8
+    from imgsearch.models.int8 import any_built, find_int8
     from imgsearch.models.registry import get_spec
 
     spec = get_spec(model)
-    folder = Path(cache_dir) / "int8" if cache_dir else None
-    if folder is not None and not any(folder.glob(f"{model}-*.onnx")):
+    if not any_built(spec, cache_dir):
         return None
     built = find_int8(spec, spec.build(Path(weights) if weights else None), cpu_features(), cache_dir)
-    ok = built is not None and built.report.get("cosine_mean", 0) >= MIN_COSINE
-    return built.path.name if ok else None
+    return built.path.name if built is not None and built.kept else None
 
 
 def fastest_for_queries(model: str, threads: int, cache_dir: Path, weights: str | None = None,
