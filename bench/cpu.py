@@ -96,8 +96,9 @@ def build_int8(cpu, prep, quick: bool) -> dict:
         log(f"cpu [{cpu.kind}]: building int8 ({steps} tuning steps, {len(crops)} images) ...")
         path = build(get_spec(MODEL), None, crops, recipe, MODEL_CACHE,
                      progress=lambda i, loss: i % 50 == 0 and log(f"  step {i}: loss {loss:.4f}"))
-        out["tuned" if steps else "post_training"] = read_report(path)
-        log(f"cpu [{cpu.kind}]: int8 {steps} steps: {out['tuned' if steps else 'post_training']}")
+        key = "tuned" if steps else "post_training"
+        out[key] = read_report(path)
+        log(f"cpu [{cpu.kind}]: int8 {steps} steps: {out[key]}")
     return out
 
 
@@ -163,10 +164,11 @@ def measure_kind(quick: bool) -> dict:
     base = rows["torch fp32"]["forward_img_per_s"]
     for row in rows.values():
         row["forward_over_torch_fp32"] = round(row["forward_img_per_s"] / base, 2)
+    from imgsearch.models.int8 import MIN_COSINE
     from imgsearch.models.policy import choose
 
     gain = rows["onnx int8"]["forward_img_per_s"] / rows["onnx fp32"]["forward_img_per_s"] if "onnx int8" in rows else None
-    kept = bool(int8) and int8["tuned"]["cosine_mean"] >= 0.98
+    kept = bool(int8) and int8["tuned"]["cosine_mean"] >= MIN_COSINE
     plan = choose("cpu", "auto", "auto", cpu, int8_gain=gain if kept else None)
     return {"cpu": cpu.describe(), "torch": torch.__version__, "images_e2e": n, "auto": f"{plan.runtime} {plan.precision}",
             "int8_builds": int8,
