@@ -91,6 +91,37 @@ def cpu_rows(sec: dict) -> list[str]:
     return out
 
 
+def models_rows(sec: dict) -> list[str]:
+    """Model loads: memory and speed, eager vs traced, per CPU kind and precision; which precisions are traced."""
+    out = [f"Model loads, eager vs TorchScript-traced ({when(sec)}; each configuration alone in a fresh process; "
+           "load = `create_model` peak RSS over the imports; bound = 3 × fp32 weights + one batch of activations; "
+           "img/s = best of 3 windows, batch 32, 8 for ViTs). A precision is traced where the traced load is within "
+           f"the bound and ≥ {sec['keeps_min']} × eager on every CPU kind, and ≥ {sec['pays_min']} × on one.", "",
+           "| model | CPU kind | path | fp32 weights MB | eager img/s | traced img/s | traced / eager | eager load MB | "
+           "traced load MB | bound MB | traced? |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in sec["models"].items():
+        traced_in = set(m["registry_trace"])
+        for kind, paths in m["kinds"].items():
+            for path, r in paths.items():
+                if "eager" not in r:  # the ONNX export path: one load
+                    load = r.get("load_over_base_mb", "–")
+                    out.append(f"| {name} | {kind} | {path} (first export) | – | {r.get('img_per_s', '–')} | – | – | "
+                               f"{load} | – | {r.get('bound_mb', '–')} | – |")
+                    continue
+                e, t = r["eager"], r["traced"]
+                t_load = t.get("load_over_base_mb", f"killed > {t.get('killed_above_mb')}")
+                ratio = f"{r['traced_over_eager']:.2f}" if r["traced_over_eager"] else "–"
+                over = "" if t.get("within_bound") else " (over)"
+                out.append(f"| {name} | {kind} | {path} | {e['weights_fp32_mb']} | {e['img_per_s']:.1f} | "
+                           f"{t.get('img_per_s', 0):.1f} | {ratio} | {e['load_over_base_mb']} | {t_load}{over} | "
+                           f"{t['bound_mb'] if 'bound_mb' in t else '–'} | "
+                           f"{'**yes**' if path.split()[1] in traced_in else 'no'} |")
+    disagree = [n for n, m in sec["models"].items() if not m["registry_agrees"]]
+    out += ["", "The registry's `trace` agrees with these figures for every model." if not disagree else
+            f"The registry's `trace` differs from these figures for: {', '.join(disagree)}.", ""]
+    return out
+
+
 def scale_rows(sec: dict) -> list[str]:
     out: list[str] = []
     c = sec.get("corpus_part")
@@ -275,6 +306,8 @@ def render() -> str:
         out.append("")
     if "cpu" in secs:
         out += cpu_rows(secs["cpu"])
+    if "models" in secs:
+        out += models_rows(secs["models"])
     if "pca" in secs:
         sec = secs["pca"]
         rec = sec["recall_at_10_vs_full"]

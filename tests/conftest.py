@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import helpers` from every ti
 import helpers  # noqa: E402
 from imgsearch import samples  # noqa: E402
 
+pytest_plugins = ["memory_report", "pytester"]  # per-test peak memory and its budget; pytester tests the report
 TIERS = ("unit", "integration", "e2e")
 
 
@@ -25,6 +26,20 @@ def pytest_collection_modifyitems(config, items):
         tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_memory():
+    """When a module's tests end, its models, servers' clients and arrays are freed (module fixtures are torn down
+    before this), and the heap's free pages go back to the system: the allocator tuning that makes inference fast
+    (imgsearch.models.registry.tune_allocator) otherwise keeps them, and the next module would start from there."""
+    yield
+    import gc
+
+    from imgsearch.models.registry import return_free_pages
+
+    gc.collect()
+    return_free_pages()
 
 
 @pytest.fixture(scope="session")

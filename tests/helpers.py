@@ -283,18 +283,10 @@ def check_engine_contract(engine: str, model: str, src: Path, work: Path, weight
 
 def make_clip_weights(name: str, folder: Path, seed: int = 0) -> Path:
     """A weights file of a registered CLIP model: the real architecture, random initialisation (tests never
-    download), saved as fp16 (half the size; loading converts to the model's fp32)."""
-    import torch
+    download)."""
+    from imgsearch.models.random_weights import random_weights_file
 
-    from imgsearch.models.clip import VARIANTS, create_architecture
-
-    path = folder / f"{name}-random-{seed}.pt"
-    if not path.is_file():
-        torch.manual_seed(seed)
-        net = create_architecture(VARIANTS[name])
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
-    return path
+    return random_weights_file(name, folder, seed)
 
 
 def webapp_collection(work: Path, photo_paths: list[Path]) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "imgsearch"
 
 # Lowest first. A module may import modules of its own layer or lower, never higher. Packages count as one unit.
 LAYERS = [
-    ("foundations", {"errors", "config", "failures", "vectors", "progress", "filters"}),
+    ("foundations", {"errors", "config", "failures", "vectors", "progress", "filters", "procmem"}),
     ("files and pixels", {"layout", "imaging", "buckets", "sources", "samples", "milvus_standalone", "s3_standalone"}),
     ("formats and models", {"dataset", "models"}),
     ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),

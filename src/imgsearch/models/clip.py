@@ -91,10 +91,10 @@ def builder(v: ClipVariant):
     return build
 
 
-def clip_spec(v: ClipVariant, crop: int, mean, std, what: str) -> ModelSpec:
+def clip_spec(v: ClipVariant, crop: int, mean, std, what: str, trace: tuple[str, ...]) -> ModelSpec:
     return ModelSpec(name=v.name, dim=512, prep=Preprocess(crop=crop, resize=crop), mean=mean, std=std,
                      build=builder(v), description=f"{what}; searches by text; open_clip weights "
-                     f"({v.arch}, {v.tag}) from the hub or --weights FILE", text=True, extra="clip")
+                     f"({v.arch}, {v.tag}) from the hub or --weights FILE", text=True, extra="clip", trace=trace)
 
 
 VARIANTS = {
@@ -103,8 +103,13 @@ VARIANTS = {
     "mobileclip2_s0": ClipVariant("mobileclip2_s0", "MobileCLIP2-S0", "dfndr2b", "timm/MobileCLIP2-S0-OpenCLIP", False),
 }
 
-register_model(clip_spec(VARIANTS["clip_vit_b32"], 224, OPENAI_MEAN, OPENAI_STD, "OpenAI CLIP ViT-B/32, 512-d"))
-register_model(clip_spec(VARIANTS["clip_vit_b16"], 224, OPENAI_MEAN, OPENAI_STD, "OpenAI CLIP ViT-B/16, 512-d"))
+# trace: as `python -m bench models` measured (bench/results.json, section models): a traced ViT in bf16 took
+# 2.3 GB (B/32) and 5.5 GB (B/16) more at load and ran no faster; in fp32 B/32 gained, B/16 did not. MobileCLIP2-S0
+# gained 1.1-1.7x in fp32 and lost in bf16.
+register_model(clip_spec(VARIANTS["clip_vit_b32"], 224, OPENAI_MEAN, OPENAI_STD, "OpenAI CLIP ViT-B/32, 512-d",
+                         trace=("fp32",)))
+register_model(clip_spec(VARIANTS["clip_vit_b16"], 224, OPENAI_MEAN, OPENAI_STD, "OpenAI CLIP ViT-B/16, 512-d",
+                         trace=()))
 # MobileCLIP2 takes pixels in 0..1 without mean/std normalisation
 register_model(clip_spec(VARIANTS["mobileclip2_s0"], 256, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0),
-                         "Apple MobileCLIP2-S0 (small, fast), 512-d"))
+                         "Apple MobileCLIP2-S0 (small, fast), 512-d", trace=("fp32",)))

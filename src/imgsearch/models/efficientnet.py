@@ -91,6 +91,7 @@ def lite_spec(variant: int, pooling: str = "avg", name: str | None = None, note:
                     "ImageNet auto-tags",
         label_source=imagenet_labels,
         revision=2,
+        trace=("fp32", "bf16"),  # bench models: traced 1.1-1.4x eager, ~100 MB more at load
     )
 
 

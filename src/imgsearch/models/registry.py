@@ -17,6 +17,7 @@ from imgsearch.models.spec import ModelSpec
 from imgsearch.models.torch_session import TorchSession, resolve_device
 
 _REGISTRY: dict[str, ModelSpec] = {}
+MAX_FORWARD_BATCH = 64  # the most crops one CPU forward pass takes: larger inputs run in chunks (bounded activations)
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -65,6 +66,17 @@ def tune_allocator() -> None:
         libc.mallopt(m_trim_threshold, 2**30)
 
 
+def return_free_pages() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere). Called once after a
+    model load: the weights file's tensors and the build's temporaries are free by then, but with the tuning above they
+    would stay resident for the process's life. Forward passes afterwards re-fault their activations once, not per
+    batch."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Embedder:
     """A loaded model: uint8 RGB crops in, L2-normalised float32 vectors out, whichever runtime executes it.
 
@@ -74,7 +86,7 @@ class Embedder:
     """
 
     def __init__(self, spec: ModelSpec, weights: Path | None = None, device: str = "auto",
-                 precision: str = "auto", threads: int = 0, jit: bool = True, runtime: str = "auto",
+                 precision: str = "auto", threads: int = 0, jit: bool | None = None, runtime: str = "auto",
                  cache_dir: Path | None = None, spin: bool = False):
         tune_allocator()
         self.spec = spec
@@ -123,6 +135,7 @@ class Embedder:
         if self.session is None:
             self.session = TorchSession(spec, module, dev, self.plan.precision, threads=threads, jit=jit)
             self.device = str(dev)
+        return_free_pages()
 
     @property
     def runtime(self) -> str:
@@ -153,7 +166,10 @@ class Embedder:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32), (np.zeros((0, n_labels), np.float32) if n_labels
                                                                  else None)
-        out = np.asarray(self.session.features(pixels), dtype=np.float32)
+        # on the CPU in chunks: one forward's activations grow with its batch (360 crops at once took 5 GB)
+        step = MAX_FORWARD_BATCH if self.device == "cpu" else len(pixels)
+        out = np.concatenate([np.asarray(self.session.features(pixels[i:i + step]), dtype=np.float32)
+                              for i in range(0, len(pixels), step)])
         if out.ndim != 2 or out.shape[1] != self.dim + n_labels:  # pragma: no cover - a registration bug
             raise ModelError(f"model {self.name} produced {out.shape[1:]}-d outputs, registry says "
                              f"{self.dim} + {n_labels} labels")
@@ -181,9 +197,10 @@ class Embedder:
 
 
 def create_model(name: str, weights: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 threads: int = 0, jit: bool = True, runtime: str = "auto", cache_dir: str | Path | None = None,
+                 threads: int = 0, jit: bool | None = None, runtime: str = "auto", cache_dir: str | Path | None = None,
                  spin: bool = False) -> Embedder:
-    """Build a registered model, ready to embed. `weights` overrides the model's default weights source."""
+    """Build a registered model, ready to embed. `weights` overrides the model's default weights source; `jit`
+    None traces the torch network only where its spec says tracing pays (True/False force it)."""
     spec = get_spec(name)
     path = Path(weights) if weights else None
     if path is not None and not path.is_file():

@@ -59,5 +59,6 @@ RESNET50 = register_model(
         std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
         build=_build,
         description="ResNet50 (torchvision), ImageNet weights from torchvision's cache or --weights FILE, 2048-d",
+        trace=("bf16",),  # bench models: traced bf16 1.34x eager; fp32 traced 0.96-0.99x
     )
 )

@@ -19,6 +19,10 @@ class ModelSpec:
     every runtime (torch, ONNX) computes vectors and auto-tags in the same forward pass.
     `text`: the built network also has `encode_text(list[str]) -> (N, dim)` (an image-text model: CLIP).
     `revision` changes whenever the built graph does (it names cached exports).
+    `trace`: the precisions in which the torch runtime TorchScript-traces the network, as `python -m bench models`
+    measured them (speed and peak memory, traced vs eager, per CPU kind; its `trace_pays` is what to copy here).
+    Tracing made the CNNs 1.1-1.4x faster for little memory, while a traced ViT in bf16 took gigabytes at load for no
+    speed: so a model is traced only in the precisions where that benchmark showed it pays.
     """
 
     name: str
@@ -32,6 +36,7 @@ class ModelSpec:
     label_source: Callable[[], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
     text: bool = False
     revision: int = 1
+    trace: tuple[str, ...] = ()
     extra: str = ""  # the pip extra that provides the model's code, if not installed by default
 
     @property

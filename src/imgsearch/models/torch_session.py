@@ -1,4 +1,5 @@
-"""The PyTorch runtime: the registered network, TorchScript-traced, fp32 or autocast bf16/fp16, on CPU or CUDA."""
+"""The PyTorch runtime: the registered network (TorchScript-traced where its spec says tracing pays), fp32 or
+autocast bf16/fp16, on CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class TorchSession:
 
     runtime = "torch"
 
-    def __init__(self, spec: ModelSpec, module, device, precision: str, threads: int = 0, jit: bool = True):
+    def __init__(self, spec: ModelSpec, module, device, precision: str, threads: int = 0, jit: bool | None = None):
+        """`jit`: trace the network (True), run it eager (False), or as `spec.trace` says for this precision (None:
+        measured per model by `python -m bench models`)."""
         import torch
 
         if threads > 0:
@@ -40,7 +43,8 @@ class TorchSession:
         self.module = module.eval().to(device, memory_format=torch.channels_last)
         self._forward = self.module
         self.jit = False
-        if jit:
+        trace = precision in spec.trace if jit is None else jit
+        if trace:
             self._forward = self._trace()
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._inv_std = (1.0 / torch.tensor(spec.std, dtype=torch.float32, device=device)).view(1, 3, 1, 1)
@@ -53,8 +57,9 @@ class TorchSession:
 
     def _trace(self):
         """TorchScript-trace and freeze the network (BN folded into convs). The traced graph runs without taking the
-        GIL between ops: under a busy server's Python threads the eager model slowed ~50x, the traced one ~1.5x; it is
-        also 20-30% faster when idle. Falls back to eager if tracing fails."""
+        GIL between ops: under a busy server's Python threads the eager CNN slowed ~50x, the traced one ~1.5x; it is
+        also ~13% faster when idle. A ViT gains nothing and its first optimising calls took 4-7 GB (bench models),
+        hence per-model. Falls back to eager if tracing fails."""
         import torch
 
         crop = self.spec.prep.crop

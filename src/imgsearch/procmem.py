@@ -1,0 +1,73 @@
+"""Resident memory of this process and its high-water mark, from Linux's /proc (None elsewhere).
+
+The high-water mark (VmHWM) can be reset to the current RSS (`reset_peak`, Linux 4.0+), so one phase's own peak is
+read exactly: a model load, one test. Used by `python -m bench models`, its regression test and the test suite's
+memory report."""
+
+from __future__ import annotations
+
+import os
+
+
+def _status_mb(key: str, pid: int | str = "self") -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    """Resident set size now, MiB."""
+    return _status_mb("VmRSS", pid)
+
+
+def peak_mb(pid: int | str = "self") -> float | None:
+    """The high-water mark of the resident set since start or the last `reset_peak`, MiB."""
+    return _status_mb("VmHWM", pid)
+
+
+def reset_peak() -> bool:
+    """Reset this process's high-water mark to its current RSS; False where the kernel does not allow it."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def pss_mb(pid: int | str = "self") -> float | None:
+    """Proportional set size now, MiB: resident pages, each shared page divided among the processes sharing it (so
+    forked workers' copy-on-write pages are not counted once per worker). Falls back to RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss_mb(pid)
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of a process and all its descendants now, MiB: what the tree holds of the machine's memory."""
+    total = 0.0
+    seen: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        total += pss_mb(p) or 0.0
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,113 @@
+"""Per-test peak memory of the test process and its children, reported at the end of the run, with a budget the run
+fails on (`IMGSEARCH_TEST_MEMORY_BUDGET_MB`, default 8000: a third of a 24 GiB machine).
+
+Each test's peak is the larger of
+* the test process's own high-water mark (VmHWM, reset before the test: exact, includes the module fixtures set up
+  or torn down within it), and
+* the memory of the whole process tree (servers, Spark's JVM and workers, CLI subprocesses, the browser) as PSS
+  (a page shared by several processes counted once in all), sampled every SAMPLE_S by a thread.
+Loaded through `pytest_plugins` in tests/conftest.py; `-p no:memory_report` turns it off. With
+`IMGSEARCH_TEST_MEMORY_REPORT=FILE` every test's figures (with its RSS at start) are written there as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from imgsearch import procmem
+
+SAMPLE_S = 0.25
+BUDGET_ENV = "IMGSEARCH_TEST_MEMORY_BUDGET_MB"
+REPORT_ENV = "IMGSEARCH_TEST_MEMORY_REPORT"
+DEFAULT_BUDGET_MB = 8000
+SHOWN = 12
+
+
+class TreeSampler(threading.Thread):
+    """The largest PSS of this process and its descendants since the last `restart`."""
+
+    def __init__(self):
+        super().__init__(name="memory-report", daemon=True)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        now = procmem.tree_pss_mb(os.getpid())
+        with self._lock:
+            self.peak = max(self.peak, now)
+
+    def restart(self) -> None:
+        with self._lock:
+            self.peak = 0.0
+        self.sample()
+
+    def run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class MemoryReport:
+    def __init__(self, budget_mb: float):
+        self.budget_mb = budget_mb
+        self.peaks: dict[str, tuple[float, float]] = {}  # nodeid -> (own high-water mark, process tree)
+        self.at_start: dict[str, float] = {}  # nodeid -> own RSS when the test started
+        self.seconds: dict[str, float] = {}  # nodeid -> wall time of setup, call and teardown
+        self.sampler = TreeSampler()
+        self.exact = procmem.reset_peak()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.at_start[item.nodeid] = procmem.rss_mb() or 0.0
+        procmem.reset_peak()
+        self.sampler.restart()
+        t0 = time.monotonic()
+        yield
+        self.seconds[item.nodeid] = time.monotonic() - t0
+        self.sampler.sample()
+        self.peaks[item.nodeid] = (procmem.peak_mb() or 0.0, self.sampler.peak)
+
+    def over_budget(self) -> list[tuple[str, float]]:
+        return [(n, max(p)) for n, p in self.peaks.items() if max(p) > self.budget_mb]
+
+    def pytest_sessionstart(self, session):
+        self.sampler.start()
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.sampler.stop()
+        if os.environ.get(REPORT_ENV):
+            rows = [{"test": n, "own_at_start_mb": round(self.at_start.get(n, 0)), "own_peak_mb": round(own),
+                     "tree_peak_mb": round(tree), "seconds": round(self.seconds.get(n, 0), 2)}
+                    for n, (own, tree) in self.peaks.items()]
+            with open(os.environ[REPORT_ENV], "w") as fh:
+                json.dump({"budget_mb": self.budget_mb, "tests": rows}, fh, indent=1)
+        if self.over_budget() and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.peaks:
+            return
+        tr = terminalreporter
+        tr.section("peak memory per test (MiB: own high-water mark / process tree, sampled)")
+        ranked = sorted(self.peaks.items(), key=lambda kv: -max(kv[1]))
+        for nodeid, (own, tree) in ranked[:SHOWN]:
+            tr.write_line(f"{max(own, tree):8.0f}  own {own:7.0f}  tree {tree:7.0f}  {nodeid}")
+        top_id, top = ranked[0][0], max(ranked[0][1])
+        over = self.over_budget()
+        verdict = "within budget" if not over else f"{len(over)} test(s) OVER BUDGET: " + ", ".join(n for n, _ in over)
+        exact = "" if self.exact else " (own high-water mark not resettable here: own figures are cumulative)"
+        tr.write_line(f"memory: {len(self.peaks)} tests, run peak {top:.0f} MiB ({top_id}), budget "
+                      f"{self.budget_mb:.0f} MiB ({BUDGET_ENV}): {verdict}{exact}")
+
+
+def pytest_configure(config):
+    budget = float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_MB))
+    config.pluginmanager.register(MemoryReport(budget), "memory-report-instance")

@@ -1,0 +1,65 @@
+"""The suite's memory report: a test above the budget, in the test process or in a child it starts, fails the run and
+is named; under the budget the run passes and the report still prints."""
+
+import os
+
+from helpers import REPO
+from memory_report import BUDGET_ENV
+
+TESTS = """
+import subprocess, sys
+import numpy as np
+
+def test_small():
+    assert np.ones(10).sum() == 10
+
+def test_big_in_process():
+    x = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    assert x.sum() == x.size
+
+def test_big_in_a_child():
+    code = "import numpy as np, time; x = np.ones(300 * 2**20 // 8); time.sleep(1.5)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+"""
+
+
+def _run(pytester, monkeypatch, budget_mb: int):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(BUDGET_ENV, str(budget_mb))
+    pytester.makepyfile(test_alloc=TESTS)
+    return pytester.runpytest_subprocess("-p", "memory_report")
+
+
+def test_tests_over_the_budget_fail_the_run_and_are_named(pytester, monkeypatch):
+    res = _run(pytester, monkeypatch, 250)
+    res.assert_outcomes(passed=3)
+    assert res.ret == 1
+    out = res.stdout.str()
+    over = out.split("OVER BUDGET:", 1)[1].splitlines()[0]
+    assert "test_big_in_process" in over and "test_big_in_a_child" in over and "test_small" not in over
+
+
+def test_under_the_budget_the_run_passes_with_the_report(pytester, monkeypatch):
+    res = _run(pytester, monkeypatch, 4000)
+    res.assert_outcomes(passed=3)
+    assert res.ret == 0
+    res.stdout.fnmatch_lines(["*peak memory per test*", "*memory: 3 tests, run peak * MiB*within budget*"])
+
+
+def test_a_large_embed_call_runs_in_bounded_forward_passes(tiny_model):
+    """Embedder.embed on many crops (the tests and the evaluation call it so) runs at most MAX_FORWARD_BATCH crops per
+    forward pass on the CPU, so its activations stay those of one batch; the vectors are the same as one by one."""
+    import numpy as np
+
+    from imgsearch.models import create_model
+    from imgsearch.models.registry import MAX_FORWARD_BATCH
+
+    emb = create_model(tiny_model, device="cpu", runtime="torch")
+    seen = []
+    features = emb.session.features
+    emb.session.features = lambda px: (seen.append(len(px)), features(px))[1]
+    crops = np.random.default_rng(0).integers(0, 256, (2 * MAX_FORWARD_BATCH + 5, 32, 32, 3), dtype=np.uint8)
+    vectors = emb.embed(crops)
+    assert seen == [MAX_FORWARD_BATCH, MAX_FORWARD_BATCH, 5]
+    last = range(len(crops) - 3, len(crops))  # across the last chunk boundary
+    np.testing.assert_allclose(vectors[-3:], np.concatenate([emb.embed(crops[i:i + 1]) for i in last]), atol=1e-6)
