@@ -58,7 +58,7 @@ class TorchSession:
     def _trace(self):
         """TorchScript-trace and freeze the network (BN folded into convs). The traced graph runs without taking the
         GIL between ops: under a busy server's Python threads the eager CNN slowed ~50x, the traced one ~1.5x; it is
-        also ~13% faster when idle. A ViT gains nothing and its first optimising calls took 4-7 GB (bench models),
+        also 1.1-1.4x faster when idle. A ViT in bf16 gains nothing and tracing it took 2.3-7.5 GB (bench models),
         hence per-model. Falls back to eager if tracing fails."""
         import torch
 
