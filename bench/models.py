@@ -158,12 +158,11 @@ def measure_model(spec, cpu, seconds: float) -> dict:
             log(f"models [{kind}]: {spec.name} torch {precision} {'traced' if jit == '1' else 'eager'} ...")
             rows["traced" if jit == "1" else "eager"] = run_child(spec.name, weights, "torch", precision, jit,
                                                                    seconds, env)
-        kinds.setdefault(kind, {})[f"torch {precision}"] = verdict(rows["eager"], rows["traced"])
+        kinds.setdefault(kind, {})[f"torch {precision}"] = rows  # judged with everything recorded (`rejudged`)
     if onnx_available():
         log(f"models [{here}]: {spec.name} onnx fp32 (export counted in the load) ...")
         try:
-            row = run_child(spec.name, weights, "onnx", "fp32", "auto", seconds)
-            kinds[here]["onnx fp32"] = with_bound(row, kinds[here]["torch fp32"]["eager"])
+            kinds[here]["onnx fp32"] = run_child(spec.name, weights, "onnx", "fp32", "auto", seconds)
         except RuntimeError as exc:
             kinds[here]["onnx fp32"] = {"error": str(exc).splitlines()[-1][:300]}
     return {"weights": "random, made here" if weights else "packaged", "kinds": kinds}
@@ -184,7 +183,7 @@ def decide(spec, entry: dict) -> dict:
 
 
 def rejudged(kinds: dict) -> dict:
-    """Recorded figures judged again by the current rule and bound (the measurements themselves are kept)."""
+    """Measured or recorded figures judged by the current rule and bound (the measurements themselves are kept)."""
     out: dict[str, dict] = {}
     for kind, paths in kinds.items():
         out[kind] = {p: verdict(r["eager"], r["traced"]) for p, r in paths.items() if "eager" in r}

@@ -75,5 +75,7 @@ def cli():
 @pytest.fixture(scope="session")
 def clip_weights(tmp_path_factory):
     """name -> a random-weights file of that registered CLIP model (made on first use, once per session)."""
+    from imgsearch.models.random_weights import random_weights_file
+
     folder = tmp_path_factory.mktemp("clip-weights")
-    return lambda name="mobileclip2_s0": helpers.make_clip_weights(name, folder)
+    return lambda name="mobileclip2_s0": random_weights_file(name, folder)

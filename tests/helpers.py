@@ -281,14 +281,6 @@ def check_engine_contract(engine: str, model: str, src: Path, work: Path, weight
     return vectors
 
 
-def make_clip_weights(name: str, folder: Path, seed: int = 0) -> Path:
-    """A weights file of a registered CLIP model: the real architecture, random initialisation (tests never
-    download)."""
-    from imgsearch.models.random_weights import random_weights_file
-
-    return random_weights_file(name, folder, seed)
-
-
 def webapp_collection(work: Path, photo_paths: list[Path]) -> tuple[Path, Path]:
     """The web app's test collection: photos/a: 8 photos dated June 2020; photos/b: 8 photos dated March 2023, and
     b/deep: 3 edited copies of a b photo (near-duplicates) plus a file that is no image (a failure). Indexed."""
