@@ -67,12 +67,16 @@ endif
 	@if [ "$(SERVE)" = 1 ]; then echo "open http://$(HOST):$(PORT)/ to search, browse and clean up the collection"; \
 	  $(BIN)/imgsearch serve --db $(DB) --host $(HOST) --port $(PORT); fi
 
+# -n auto: one pytest-xdist worker per core, no more than the memory budget allows (tests/memory_report.py); a
+# module's tests run on one worker, in turn (module fixtures are built once; the benchmark smoke tests share a file).
+XDIST  ?= -n auto --dist loadfile
+
 test: install browser azurite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The unit tier (tests/unit): no servers, no real model; under two minutes.
 test-fast: install
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(DATA) .pytest_cache

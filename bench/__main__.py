@@ -1,17 +1,17 @@
-"""python -m bench {all,cpu,models,scale,buckets,quality,quality-reference,indexing,search-latency,search-load,spark-vs-local,pca,kill-resume,eval,table,readme} [--quick]"""
+"""python -m bench {all,cpu,models,duplicates,scale,buckets,quality,quality-reference,indexing,search-latency,search-load,spark-vs-local,pca,kill-resume,eval,table,readme} [--quick]"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import buckets, cpu
+from bench import buckets, cpu, duplicates
 from bench import eval as eval_bench
 from bench import indexing, kill_resume, models, pca, quality, scale, search_latency, search_load, spark_vs_local, table
 
 BENCHMARKS = {"indexing": indexing.run, "search-latency": search_latency.run, "search-load": search_load.run,
               "spark-vs-local": spark_vs_local.run, "pca": pca.run, "eval": eval_bench.run,
               "kill-resume": kill_resume.run, "cpu": cpu.run, "models": models.run, "scale": scale.run,
-              "buckets": buckets.run, "quality": quality.run, "quality-reference": quality.run_reference}
+              "buckets": buckets.run, "duplicates": duplicates.run, "quality": quality.run, "quality-reference": quality.run_reference}
 
 
 def main() -> None:

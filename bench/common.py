@@ -24,12 +24,11 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    mem = 0
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    except (ValueError, OSError):
-        pass
     import torch
+
+    from imgsearch.procmem import total_mb
+
+    mem = round(total_mb() or 0)
 
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),

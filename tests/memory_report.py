@@ -8,11 +8,17 @@ Each test's peak is the larger of
   (a page shared by several processes counted once in all), sampled every SAMPLE_S by a thread.
 Loaded through `pytest_plugins` in tests/conftest.py; `-p no:memory_report` turns it off. With
 `IMGSEARCH_TEST_MEMORY_REPORT=FILE` every test's figures (with its RSS at start) are written there as JSON.
+
+Under pytest-xdist (`make test` runs `-n auto`) the budget holds per worker: each worker measures its own tests as
+above and hands its figures to the controller when it ends; `-n auto` starts at most as many workers as the machine
+has cores and as budgets fit in 90% of its memory (`auto_workers`), so workers x budget never exceeds the machine.
+The controller samples its whole tree too (every worker and its children together) and reports that peak.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -26,6 +32,15 @@ BUDGET_ENV = "IMGSEARCH_TEST_MEMORY_BUDGET_MB"
 REPORT_ENV = "IMGSEARCH_TEST_MEMORY_REPORT"
 DEFAULT_BUDGET_MB = 8000
 SHOWN = 12
+MEMORY_SHARE = 0.9  # of the machine's memory that workers x budget may take
+
+
+def auto_workers(budget_mb: float, cores: int | None = None, total_mb: float | None = None) -> int:
+    """How many xdist workers `-n auto` starts: one per core, no more than budgets fit in MEMORY_SHARE of memory."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    total_mb = total_mb if total_mb is not None else procmem.total_mb()
+    by_memory = math.floor(total_mb * MEMORY_SHARE / budget_mb) if total_mb else 1
+    return max(1, min(cores, by_memory))
 
 
 class TreeSampler(threading.Thread):
@@ -61,6 +76,7 @@ class MemoryReport:
         self.peaks: dict[str, tuple[float, float]] = {}  # nodeid -> (own high-water mark, process tree)
         self.at_start: dict[str, float] = {}  # nodeid -> own RSS when the test started
         self.seconds: dict[str, float] = {}  # nodeid -> wall time of setup, call and teardown
+        self.worker: dict[str, str] = {}  # nodeid -> xdist worker that ran it (controller only)
         self.sampler = TreeSampler()
         self.exact = procmem.reset_peak()
 
@@ -81,14 +97,30 @@ class MemoryReport:
     def pytest_sessionstart(self, session):
         self.sampler.start()
 
+    def rows(self) -> list[dict]:
+        return [{"test": n, "own_at_start_mb": round(self.at_start.get(n, 0)), "own_peak_mb": round(own),
+                 "tree_peak_mb": round(tree), "seconds": round(self.seconds.get(n, 0), 2),
+                 **({"worker": self.worker[n]} if n in self.worker else {})}
+                for n, (own, tree) in self.peaks.items()]
+
+    def pytest_testnodedown(self, node, error):
+        """xdist controller: a worker ended; take its figures."""
+        for r in getattr(node, "workeroutput", {}).get("memory_report", []):
+            self.peaks[r["test"]] = (r["own_peak_mb"], r["tree_peak_mb"])
+            self.at_start[r["test"]] = r["own_at_start_mb"]
+            self.seconds[r["test"]] = r["seconds"]
+            self.worker[r["test"]] = node.gateway.id
+
     def pytest_sessionfinish(self, session, exitstatus):
         self.sampler.stop()
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller reports
+            workeroutput["memory_report"] = self.rows()
+            return
         if os.environ.get(REPORT_ENV):
-            rows = [{"test": n, "own_at_start_mb": round(self.at_start.get(n, 0)), "own_peak_mb": round(own),
-                     "tree_peak_mb": round(tree), "seconds": round(self.seconds.get(n, 0), 2)}
-                    for n, (own, tree) in self.peaks.items()]
             with open(os.environ[REPORT_ENV], "w") as fh:
-                json.dump({"budget_mb": self.budget_mb, "tests": rows}, fh, indent=1)
+                json.dump({"budget_mb": self.budget_mb, "run_tree_peak_mb": round(self.sampler.peak),
+                           "tests": self.rows()}, fh, indent=1)
         if self.over_budget() and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -106,8 +138,19 @@ class MemoryReport:
         exact = "" if self.exact else " (own high-water mark not resettable here: own figures are cumulative)"
         tr.write_line(f"memory: {len(self.peaks)} tests, run peak {top:.0f} MiB ({top_id}), budget "
                       f"{self.budget_mb:.0f} MiB ({BUDGET_ENV}): {verdict}{exact}")
+        if self.worker:
+            tr.write_line(f"memory: {len(set(self.worker.values()))} xdist workers, budget per worker; all of them "
+                          f"together peaked at {self.sampler.peak:.0f} MiB (process tree, sampled)")
+
+
+def _budget_mb() -> float:
+    return float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_MB))
 
 
 def pytest_configure(config):
-    budget = float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_MB))
-    config.pluginmanager.register(MemoryReport(budget), "memory-report-instance")
+    config.pluginmanager.register(MemoryReport(_budget_mb()), "memory-report-instance")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    return auto_workers(_budget_mb())

@@ -271,30 +271,51 @@ def failures(db: str = DbOpt, data: Optional[str] = typer.Option(None, "--data",
 
 @app.command()
 def duplicates(db: str = DbOpt,
-               threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity that "
-                                                         "makes two images near-duplicates (default 0.70, calibrated "
-                                                         "on real photos)"),
+               threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity floor: "
+                                                         "verified (default), the candidates' (default 0.5); with "
+                                                         "--no-verify, what makes two images near-duplicates (0.70)"),
+               verify: bool = typer.Option(True, "--verify/--no-verify", help="decide from the pixels whether two "
+                                           "look-alikes are the same picture (default); --no-verify: cosine only"),
                model: Optional[str] = typer.Option(None, "--model", "-m", help="model of the collection, if several"),
                collection: Optional[str] = typer.Option(None, "--collection", help="collection, if several"),
                method: str = typer.Option("auto", "--method", help="exact (every pair), ann (IVF index, recall "
                                           "measured on a sample) or auto (exact up to 100k vectors)"),
                as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Groups of near-duplicate images (the same photo resized, re-encoded, slightly cropped); largest image first."""
+    """Groups of copies of the same picture: identical files, and copies resized, re-encoded, cropped, framed or
+    captioned (verified from the pixels against the group's largest image); the one to keep is marked."""
     from imgsearch import pipeline
     from imgsearch.sources import display_name
 
-    res = pipeline.duplicates(db, _S, threshold=threshold, model=model, collection=collection, method=method)
+    res = pipeline.duplicates(db, _S, threshold=threshold, model=model, collection=collection, method=method,
+                              verify=verify)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
     for n, g in enumerate(res["groups"], 1):
-        typer.echo(f"group {n}: {g['size']} images, weakest link {g['min_similarity']:.3f}")
+        if verify:
+            typer.echo(f"group {n}: {g['size']} images, {'identical files' if g['kind'] == 'identical' else 'the same picture'}")
+        else:
+            typer.echo(f"group {n}: {g['size']} images, weakest link {g['min_similarity']:.3f}")
         for im in g["images"]:
-            typer.echo(f"  {im['width']}x{im['height']}  {display_name(im['path'])}  {im['path']}")
+            mark = "keep " if verify and im["path"] == g["keep"] else "     "
+            what = ""
+            if verify and im.get("relation") == "identical":
+                what = "  identical"
+            elif verify and im.get("relation") == "copy":
+                what = "  copy: " + (", ".join(im["evidence"]["edits"]) or "re-encoded")
+            typer.echo(f"  {mark}{im['width']}x{im['height']}  {display_name(im['path'])}  {im['path']}{what}")
     dup = sum(g["size"] - 1 for g in res["groups"])
-    typer.echo(f"{len(res['groups'])} groups of near-duplicates among {res['images']} images in {res['collection']} "
-               f"(threshold {res['threshold']}); {dup} images are copies of another; {res['method']} search in "
-               f"{res['seconds']:.1f} s", err=True)
+    if verify:
+        typer.echo(f"{len(res['groups'])} groups among {res['images']} images in {res['collection']}: {dup} images are "
+                   f"copies of another; {res['candidates']} candidate pairs (cosine >= {res['candidate_floor']}), "
+                   f"{res['verifications']} verified ({res['verify_ms_per_pair']:.1f} ms each), "
+                   f"{res['seconds']:.1f} s in all", err=True)
+        for sk in res["skipped"]:
+            typer.echo(f"skipped {sk['path']}: {sk['reason']}", err=True)
+    else:
+        typer.echo(f"{len(res['groups'])} groups of near-duplicates among {res['images']} images in "
+                   f"{res['collection']} (threshold {res['threshold']}); {dup} images are copies of another; "
+                   f"{res['method']} search in {res['seconds']:.1f} s", err=True)
     if res["method"] == "ann" and res["search"].get("recall") is not None:
         st = res["search"]
         typer.echo(f"ANN recall {st['recall']:.4f} of the exact links of {st['recall_sample_rows']} random images "

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     ivf_nlist: int = Field(0, ge=0, description="IVF cells of an IVF_FLAT index; 0 = about 4 sqrt(n)")
     duplicates_exact_max: int = Field(100_000, ge=0, description="'duplicates' compares every pair exactly up to "
                                       "this many vectors, then uses an IVF index (its recall is measured and shown)")
+    duplicates_candidates: int = Field(24, ge=1, description="'duplicates' verifies each image against at most this "
+                                       "many of its most similar images (by embedding), from the pixels")
+    duplicates_candidate_floor: float = Field(0.5, gt=0, le=1, description="cosine below which two images are never "
+                                              "candidates for verification")
     duplicates_nprobe: int = Field(0, ge=0, description="IVF cells probed per vector by the ANN duplicates path; "
                                    "0 = the fewest whose recall on the run's own sample of exact links is >= 0.99")
 

@@ -90,6 +90,90 @@ def groups_from_links(n: int, links: Links, pixels: list[int] | None = None) -> 
     return sorted(groups, key=lambda g: (-len(g.members), g.members[0]))
 
 
+def top_links(vectors: np.ndarray, k: int, floor: float, block: int = 2048) -> Links:
+    """Candidate pairs: each row with its `k` most similar rows at cosine >= `floor` (exact, blocked); a pair is
+    kept when either end has the other among its k, so every row brings at most k candidates."""
+    x = unit(vectors)
+    n = len(x)
+    ii, jj, ss = [], [], []
+    k = min(k, max(n - 1, 0))
+    if k == 0:
+        return _links(ii, jj, ss, "exact")
+    for start in range(0, n, block):
+        sims = x[start:start + block] @ x.T
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf  # not itself
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        score = sims[rows[:, None], near]
+        r, c = np.nonzero(score >= floor)
+        a, b = r + start, near[r, c]
+        ii.append(np.minimum(a, b))
+        jj.append(np.maximum(a, b))
+        ss.append(score[r, c])
+    return _links(ii, jj, ss, "exact")
+
+
+def cap_links(links: Links, n: int, k: int) -> Links:
+    """The links among each row's `k` strongest (a pair stays when it is among either end's k)."""
+    if len(links.i) == 0:
+        return links
+    ends = np.concatenate([links.i, links.j])
+    score = np.concatenate([links.score, links.score])
+    order = np.lexsort((-score, ends))  # by row, strongest first
+    rank = np.empty(len(order), np.int64)
+    starts = np.searchsorted(ends[order], np.arange(n))
+    rank[order] = np.arange(len(order)) - starts[ends[order]]
+    m = len(links.i)
+    keep = (rank[:m] < k) | (rank[m:] < k)
+    return Links(links.i[keep], links.j[keep], links.score[keep], links.method, links.stats)
+
+
+@dataclass
+class VerifiedGroup:
+    members: list[int]  # the representative (largest image) first
+    relation: dict[int, object]  # member -> what verification said of it against the representative
+
+
+def verified_groups(n: int, links: Links, verify: Callable[[int, int], object | None], pixels: list[int],
+                    same: Callable[[object], bool]) -> tuple[list[VerifiedGroup], int]:
+    """Groups in which every member was verified against the group's representative, never only through another
+    member (no chaining: a flag never joins another flag through a chain of look-alikes).
+
+    Representatives are taken largest image first; each takes the candidates (`links`) of itself and of the members it
+    has taken so far that are still free and that `verify(representative, candidate)` says are the same picture
+    (`same(verdict)`). `verify` returns None when it cannot decide (an unreadable file): the pair is skipped.
+    Returns the groups (largest first) and the number of verifications run."""
+    near: dict[int, set[int]] = {}
+    for a, b in zip(links.i.tolist(), links.j.tolist()):
+        near.setdefault(a, set()).add(b)
+        near.setdefault(b, set()).add(a)
+    taken: set[int] = set()
+    groups: list[VerifiedGroup] = []
+    runs = 0
+    for rep in sorted(near, key=lambda i: (-pixels[i], i)):
+        if rep in taken:
+            continue
+        members, relation = [rep], {}
+        asked, frontier = {rep}, sorted(near[rep])
+        while frontier:
+            nxt = []
+            for c in frontier:
+                if c in asked or c in taken:
+                    continue
+                asked.add(c)
+                verdict = verify(rep, c)
+                runs += 1
+                if verdict is not None and same(verdict):
+                    members.append(c)
+                    relation[c] = verdict
+                    nxt.extend(sorted(near.get(c, ())))  # the member's candidates are asked against rep too
+            frontier = nxt
+        if len(members) > 1:
+            taken.update(members)
+            groups.append(VerifiedGroup(members, relation))
+    return sorted(groups, key=lambda g: (-len(g.members), g.members[0])), runs
+
+
 def find_links_exact(vectors: np.ndarray, threshold: float, block: int = 2048) -> Links:
     x = unit(vectors)
     ii, jj, ss = [], [], []

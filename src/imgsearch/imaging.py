@@ -180,24 +180,33 @@ def _resize_center_crop(im: Image.Image, prep: Preprocess) -> np.ndarray:
     return arr
 
 
-def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int = 85) -> bytes:
-    """A JPEG no larger than size x size (aspect kept), oriented and in RGB, with the same guards as decode_image."""
+def decode_reduced(data: bytes, size: int, max_pixels: int) -> tuple[Image.Image, int, int]:
+    """The image no larger than size x size (aspect kept), oriented and in RGB, with its original (oriented) width
+    and height; the same guards as decode_image. What thumbnails and the near-duplicate verification look at."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = _open_guarded(data, max_pixels)
+            w, h = im.size  # before draft(), which reduces it
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
+            if _exif_orientation(im) in (5, 6, 7, 8):
+                w, h = h, w
             im.load()
             im = _to_resizable(ImageOps.exif_transpose(im))
             im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            im = _finish_rgb(im)
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=quality, optimize=True)
+            return _finish_rgb(im), w, h
     except DecodeError:
         raise
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
-    except Exception as exc:  # every Pillow failure on a thumbnail means "cannot show it"
+    except Exception as exc:  # every Pillow failure here means "cannot look at it"
         raise DecodeError(f"cannot decode image: {str(exc).strip() or type(exc).__name__}") from None
+
+
+def make_thumbnail(data: bytes, size: int, max_pixels: int, quality: int = 85) -> bytes:
+    """A JPEG no larger than size x size (aspect kept), oriented and in RGB, with the same guards as decode_image."""
+    im, _, _ = decode_reduced(data, size, max_pixels)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality, optimize=True)
     return out.getvalue()

@@ -2,18 +2,21 @@
 
 It stands in for a Milvus standalone/distributed deployment reached by URI. Its components advertise 127.0.0.1 and
 clients here connect only through loopback (the binary itself binds its ports on all interfaces; its embedded etcd
-uses the fixed ports 2379/2380, so one runs per machine). It ignores SIGTERM for a long time: stop() sends SIGTERM to
-its whole process group, waits, then SIGKILLs.
+uses the fixed ports 2379/2380, so one runs per machine: a second start waits for the first to stop, on a lock file,
+so parallel test workers and benchmarks take turns). It ignores SIGTERM for a long time: stop() sends SIGTERM to its
+whole process group, waits, then SIGKILLs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +30,29 @@ def executable() -> str | None:
     return str(here) if here.exists() else shutil.which("milvus-server")
 
 
+LOCK = Path(tempfile.gettempdir()) / "imgsearch-locks" / "milvus-standalone.lock"
+
+
+@contextmanager
+def _one_per_machine(wait: float) -> Iterator[None]:
+    """Hold the machine's milvus-server lock (waiting up to `wait` seconds for another holder to finish)."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as fh:
+        deadline = time.time() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"another milvus-server started here still runs after {wait:.0f} s ({LOCK})")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -35,18 +61,24 @@ def _port_open(port: int) -> bool:
 
 @contextmanager
 def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, attempts: int = 3,
-                      hang: float = 30) -> Iterator[str]:
+                      hang: float = 30, wait: float = 1800) -> Iterator[str]:
     """Start milvus-server with data in `data_dir`; yield its URI (http://127.0.0.1:PORT); stop it afterwards.
 
     It normally answers within 10 s. Now and then a start hangs after its proxy registered (seen on a 2-core
     machine: nothing more logged, port never opened, for minutes) while the next start works: an attempt still
     silent after `hang` seconds is stopped and tried again; the last attempt gets `timeout`. A retry of a fresh
     server starts from an empty store: the hung attempt leaves sessions in its embedded etcd under which the next
-    start comes up half-registered ("node not match") and refuses clients.
+    start comes up half-registered ("node not match") and refuses clients. One server runs per machine: a start
+    waits up to `wait` seconds for one started before to stop.
     """
     exe = executable()
     if exe is None:
         raise RuntimeError("milvus-server not found: pip install 'milvus==2.3.5'")
+    with _one_per_machine(wait):
+        yield from _started(exe, data_dir, port, timeout, attempts, hang)
+
+
+def _started(exe: str, data_dir: Path, port: int, timeout: float, attempts: int, hang: float) -> Iterator[str]:
     if _port_open(port) or _port_open(2379):
         raise RuntimeError(f"port {port} or 2379 is already in use: is another Milvus running?")
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -284,22 +284,32 @@ def failures(db: str, settings: Settings, *, data: str | None = None, model: str
 
 
 def duplicates(db: str, settings: Settings, *, threshold: float | None = None, model: str | None = None,
-               collection: str | None = None, method: str = "auto", progress: bool | None = None) -> dict:
-    """Near-duplicate groups among the indexed images (see imgsearch.duplicates). `method`: exact (every pair),
-    ann (IVF candidates, exact scores, recall measured on a sample) or auto (exact up to duplicates_exact_max)."""
+               collection: str | None = None, method: str = "auto", progress: bool | None = None,
+               verify: bool = True) -> dict:
+    """Near-duplicate groups among the indexed images. `verify` (the default): the embeddings give each image its
+    most similar candidates (`threshold`: their cosine floor), the pixels decide (imgsearch.samepicture), and every
+    member of a group is verified against its largest image (see `verified_duplicate_groups`). Without: groups of
+    images linked at cosine >= threshold (union-find; look-alikes chain into large groups). `method`: exact (every
+    pair), ann (IVF, recall measured on a sample) or auto (exact up to duplicates_exact_max)."""
     with open_store(db, settings) as store:
         info = store.collection_for(model, collection)
-        found = duplicate_links(store, info, db, settings, threshold=threshold, method=method, progress=progress)
-    return duplicate_groups(found, threshold=found["threshold"])
+        found = duplicate_links(store, info, db, settings, threshold=threshold, method=method, progress=progress,
+                                candidates=settings.duplicates_candidates if verify else None)
+    if not verify:
+        return duplicate_groups(found, threshold=found["threshold"])
+    return verified_duplicate_groups(found, settings, progress)
 
 
 def duplicate_links(store, info: CollectionInfo, db: str, settings: Settings, *, threshold: float | None = None,
-                    method: str = "auto", progress: bool | None = None) -> dict:
+                    method: str = "auto", progress: bool | None = None, candidates: int | None = None) -> dict:
     """Every pair of the collection's images linked at cosine >= threshold, with the rows' small columns: what
-    `duplicate_groups` turns into groups at this or any higher threshold (the service computes links once)."""
-    from imgsearch.duplicates import DEFAULT_THRESHOLD, find_links_ann, find_links_exact
+    `duplicate_groups` turns into groups at this or any higher threshold (the service computes links once).
+    With `candidates`: only each image's `candidates` most similar at >= threshold (default: the candidates' floor),
+    for verification."""
+    from imgsearch.duplicates import DEFAULT_THRESHOLD, cap_links, find_links_ann, find_links_exact, top_links
 
-    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    t = threshold if threshold is not None else (
+        settings.duplicates_candidate_floor if candidates else DEFAULT_THRESHOLD)
     if not 0 < t <= 1:
         raise ImgSearchError(f"--threshold is a cosine similarity in (0, 1], got {t}")
     if method not in ("auto", "exact", "ann"):
@@ -320,12 +330,105 @@ def duplicate_links(store, info: CollectionInfo, db: str, settings: Settings, *,
         with show_progress(2 * len(rows), "duplicates (ANN: stream, search)", progress) as advance:
             links = find_links_ann(vectors, len(rows), info.dim, t, nprobe=settings.duplicates_nprobe,
                                    advance=advance)
+        if candidates:
+            links = cap_links(links, len(rows), candidates)
     else:
         cols, vectors = rows.materialise()
-        links = find_links_exact(vectors, t)
+        links = top_links(vectors, candidates, t) if candidates else find_links_exact(vectors, t)
         del vectors
     return {"collection": info.name, "threshold": t, "links": links, "cols": cols, "source": rows.source,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | None = None) -> dict:
+    """Groups of the same picture: identical files (same size and content hash) and copies verified from the pixels
+    against the group's representative (its largest image). A file that cannot be read now is skipped with its
+    reason; the keep proposal is the largest image (pixels), then the largest file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgsearch.duplicates import Links, verified_groups
+    from imgsearch.samepicture import Sketches, Verdict
+    from imgsearch.sources import read_bytes
+
+    started = time.perf_counter()
+    links, cols = found["links"], found["cols"]
+    n = len(cols["id"])
+    buckets = buckets_of(settings)
+
+    def read(uri: str) -> bytes:
+        return read_bytes(uri, settings.max_file_bytes, buckets)
+
+    digests = _content_digests(cols, read)
+    same_content: dict[str, list[int]] = {}
+    for row, digest in digests.items():
+        same_content.setdefault(digest, []).append(row)
+    extra = [(g[0], o) for g in same_content.values() for o in g[1:]]  # identical files are always candidates
+    if extra:
+        a, b = np.array([min(p) for p in extra]), np.array([max(p) for p in extra])
+        links = Links(np.concatenate([links.i, a]), np.concatenate([links.j, b]),
+                      np.concatenate([links.score, np.ones(len(a), np.float32)]), links.method, links.stats)
+    sketches = Sketches(cols["path"], read, settings.max_pixels)
+    verdicts: dict[tuple[int, int], Verdict | None] = {}
+
+    def verify(i: int, j: int) -> Verdict | None:
+        key = (min(i, j), max(i, j))
+        if key not in verdicts:
+            if digests.get(i) is not None and digests.get(i) == digests.get(j):
+                verdicts[key] = Verdict(True, ["identical"], 1.0, 1.0, 0.0, "identical files")
+            else:
+                verdicts[key] = sketches.verify(i, j)
+        return verdicts[key]
+
+    pairs = list(zip(links.i.tolist(), links.j.tolist()))
+    t0 = time.perf_counter()
+    with show_progress(len(pairs), "duplicates (verifying candidates)", progress) as advance, \
+            ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for _ in pool.map(lambda p: verify(*p), pairs, chunksize=64):  # cv2 and Pillow release the GIL
+            advance(1)
+    pixels = [(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])]
+    groups, runs = verified_groups(n, links, verify, pixels, same=lambda v: v.same)
+    verify_s = time.perf_counter() - t0
+    out_groups = []
+    for g in groups:
+        rep = g.members[0]
+        images = []
+        for m in g.members:
+            v = g.relation.get(m)
+            images.append({**{k: cols[k][m] for k in cols},
+                           "relation": "representative" if v is None else ("identical" if v.edits == ["identical"]
+                                                                          else "copy"),
+                           **({"evidence": v.evidence()} if v is not None else {})})
+        kind = "identical" if all(im["relation"] != "copy" for im in images) else "edited"
+        keep = max(g.members, key=lambda m: (pixels[m], cols["bytes"][m] or 0))
+        out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep],
+                           "representative": cols["path"][rep], "images": images})
+    skipped = [{"path": cols["path"][r], "reason": why} for r, why in sorted(sketches.failed.items())]
+    return {"collection": found["collection"], "images": n, "method": links.method, "verified": True,
+            "candidate_floor": found["threshold"], "candidates": len(pairs), "verifications": runs,
+            "verify_ms_per_pair": round(1000 * verify_s / max(runs, 1), 2), "search": links.stats,
+            "source": found["source"], "seconds": round(found["seconds"] + time.perf_counter() - started, 2),
+            "skipped": skipped, "groups": out_groups}
+
+
+def _content_digests(cols: dict[str, list], read) -> dict[int, str]:
+    """Row -> BLAKE2b of the file's bytes, for the rows that share their file size with another (only those can be
+    identical; a file that cannot be read is left out here and reported by verification)."""
+    import hashlib
+
+    by_size: dict[int, list[int]] = {}
+    for row, size in enumerate(cols["bytes"]):
+        if size:
+            by_size.setdefault(size, []).append(row)
+    out = {}
+    for rows in by_size.values():
+        if len(rows) < 2:
+            continue
+        for row in rows:
+            try:
+                out[row] = hashlib.blake2b(read(cols["path"][row]), digest_size=16).hexdigest()
+            except OSError:
+                continue
+    return out
 
 
 def duplicate_groups(found: dict, threshold: float) -> dict:

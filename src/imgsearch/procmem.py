@@ -20,6 +20,23 @@ def _status_mb(key: str, pid: int | str = "self") -> float | None:
     return None
 
 
+def total_mb() -> float | None:
+    """The memory this process may use, MiB: the machine's, or its control group's limit where that is lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text) / 2**20)
+        break
+    return total
+
+
 def rss_mb(pid: int | str = "self") -> float | None:
     """Resident set size now, MiB."""
     return _status_mb("VmRSS", pid)

@@ -1,4 +1,5 @@
-"""The benchmarks run (quick sizes) and their results file has the figures; speed itself is not asserted here."""
+"""The benchmarks run (quick sizes) and their results file has the figures; speed itself is not asserted here.
+They share bench/results-quick.json: `make test` (`--dist loadfile`) runs a module's tests on one worker, in turn."""
 
 import json
 import subprocess
@@ -99,3 +100,13 @@ def test_scale_quick_runs_every_stage():
     if "server_hnsw_pca256" in million:
         assert all(r["index"] == "HNSW" and r["recall_at_10"] > 0.5 for r in million["server_hnsw_pca256"]["search"])
     assert million["duplicates_1280"]["recall"] is not None and million["duplicates_1280"]["links"] > 0
+
+
+def test_duplicates_quick_scores_verified_and_cosine_groups():
+    sec = _quick("duplicates", "duplicates")
+    for method in ("verified", "cosine_0_70"):
+        r = sec[method]
+        assert 0 <= r["precision"] <= 1 and 0 <= r["easy_recall"] <= 1 and r["true_pairs"] > 0
+        assert set(r["recall_per_edit"]) <= set(sec["edits"]["easy"]) | set(sec["edits"]["hard"])
+        assert r["largest_true_group"] >= 2
+    assert sec["verified"]["verifications"] > 0 and sec["verified"]["verify_ms_per_pair"] > 0

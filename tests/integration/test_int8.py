@@ -97,7 +97,7 @@ def test_quantize_keeps_the_vectors_and_retrieval(tmp_path, photo_paths):
         shutil.copy(p, tune / f"{i:04d}-{p.name}")
     cache = tmp_path / "cache"
     env = {"IMGSEARCH_CACHE_DIR": str(cache)}
-    res = run_cli("quantize", str(tune), "--steps", "150", env=env, timeout=1200)
+    res = run_cli("quantize", str(tune), "--steps", "80", env=env, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     built = list((cache / "int8").glob("efficientnet_lite0-*.onnx"))
     assert len(built) == 1, built
@@ -105,7 +105,7 @@ def test_quantize_keeps_the_vectors_and_retrieval(tmp_path, photo_paths):
     assert report["images"] >= 350 and report["cosine_mean"] >= 0.98, report
     assert "cosine to fp32" in res.stdout and "forward: int8" in res.stdout
     mtime = built[0].stat().st_mtime
-    again = run_cli("quantize", str(tune), "--steps", "150", env=env)
+    again = run_cli("quantize", str(tune), "--steps", "80", env=env)
     assert again.returncode == 0 and built[0].stat().st_mtime == mtime  # cached: not built again
 
     fp32 = create_model("efficientnet_lite0", device="cpu", precision="fp32", runtime="onnx", cache_dir=cache)

@@ -213,7 +213,8 @@ def test_whole_collection_paths_stream(big_db, monkeypatch):
     dup = {}
     monkeypatch.setattr(duplicates, "ROWS_AT_ONCE", 512)  # its blocks, small beside this small collection
     monkeypatch.setattr(duplicates, "COARSE_FIT_MIN", 1024)
-    dup_peak = peak_bytes(lambda: dup.update(pipeline.duplicates(db, s, threshold=0.8, method="ann")))
+    dup_peak = peak_bytes(lambda: dup.update(pipeline.duplicates(db, s, threshold=0.8, method="ann",
+                                                                               verify=False)))
     assert dup["method"] == "ann" and dup["search"]["recall"] >= 0.95 and len(dup["groups"]) >= 45
     peaks = {"load": load_peak, "stream": stream_peak, "top_k": topk_peak, "eval ann": ann_peak,
              "duplicates ann": dup_peak}

@@ -13,7 +13,7 @@ LAYERS = [
     ("foundations", {"errors", "config", "failures", "vectors", "progress", "filters", "procmem"}),
     ("files and pixels", {"layout", "imaging", "buckets", "sources", "samples", "milvus_standalone", "s3_standalone"}),
     ("formats and models", {"dataset", "models"}),
-    ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates"}),
+    ("shared core", {"core", "catalog", "reduce", "jobs", "duplicates", "samepicture"}),
     ("vector store", {"store"}),
     ("engines and queries", {"engines", "query", "browse"}),
     ("use cases", {"pipeline", "evaluation", "service", "doctor", "quantize"}),
@@ -27,6 +27,7 @@ OWNERS = {  # third-party package -> the only place in imgsearch that may import
     "pymilvus": "store.py", "milvus_lite": "store.py",
     "onnxruntime": "models/",
     "faiss": "duplicates.py",
+    "cv2": "samepicture.py",
     "open_clip": "models/",
 }
 

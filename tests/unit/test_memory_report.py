@@ -4,7 +4,7 @@ is named; under the budget the run passes and the report still prints."""
 import os
 
 from helpers import REPO
-from memory_report import BUDGET_ENV
+from memory_report import BUDGET_ENV, auto_workers
 
 TESTS = """
 import subprocess, sys
@@ -23,11 +23,11 @@ def test_big_in_a_child():
 """
 
 
-def _run(pytester, monkeypatch, budget_mb: int):
+def _run(pytester, monkeypatch, budget_mb: int, *args: str):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv(BUDGET_ENV, str(budget_mb))
     pytester.makepyfile(test_alloc=TESTS)
-    return pytester.runpytest_subprocess("-p", "memory_report")
+    return pytester.runpytest_subprocess("-p", "memory_report", *args)
 
 
 def test_tests_over_the_budget_fail_the_run_and_are_named(pytester, monkeypatch):
@@ -44,6 +44,26 @@ def test_under_the_budget_the_run_passes_with_the_report(pytester, monkeypatch):
     res.assert_outcomes(passed=3)
     assert res.ret == 0
     res.stdout.fnmatch_lines(["*peak memory per test*", "*memory: 3 tests, run peak * MiB*within budget*"])
+
+
+def test_under_xdist_the_workers_figures_reach_the_report(pytester, monkeypatch):
+    """`make test` runs on xdist workers: each measures its own tests, the controller reports them all and fails."""
+    res = _run(pytester, monkeypatch, 250, "-n", "2")
+    res.assert_outcomes(passed=3)
+    assert res.ret == 1
+    out = res.stdout.str()
+    over = out.split("OVER BUDGET:", 1)[1].splitlines()[0]
+    assert "test_big_in_process" in over and "test_big_in_a_child" in over and "test_small" not in over
+    res.stdout.fnmatch_lines(["*memory: 3 tests, run peak*", "*memory: 2 xdist workers*together peaked at * MiB*"])
+
+
+def test_auto_workers_are_cores_within_the_memory_the_budgets_take():
+    gib = 1024
+    assert auto_workers(8000, cores=2, total_mb=24 * gib) == 2  # the CI machine: 2 x 8 GB in 24 GiB
+    assert auto_workers(8000, cores=16, total_mb=24 * gib) == 2  # memory decides
+    assert auto_workers(8000, cores=16, total_mb=16 * gib) == 1  # one budget fits: serial
+    assert auto_workers(8000, cores=16, total_mb=4 * gib) == 1  # never fewer than one
+    assert auto_workers(4000, cores=3, total_mb=128 * gib) == 3  # cores decide
 
 
 def test_a_large_embed_call_runs_in_bounded_forward_passes(tiny_model):

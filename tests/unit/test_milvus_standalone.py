@@ -60,3 +60,14 @@ def test_a_server_that_never_starts_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"did not start \(2 tries\).*bad config"):
         with ms.milvus_standalone(tmp_path / "d", port=_free_port(), timeout=5, attempts=2, hang=2):
             pass
+
+
+def test_a_second_server_waits_for_the_first_to_stop(tmp_path, monkeypatch):
+    """One milvus-server per machine (etcd's fixed ports): parallel test workers and benchmarks take turns."""
+    monkeypatch.setattr(ms, "LOCK", tmp_path / "milvus.lock")
+    with ms._one_per_machine(wait=5):
+        with pytest.raises(RuntimeError, match="still runs after 1 s"):
+            with ms._one_per_machine(wait=1):
+                pass
+    with ms._one_per_machine(wait=1):  # free again once the first stopped
+        pass

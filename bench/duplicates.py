@@ -1,0 +1,84 @@
+"""Near-duplicates on a look-alike collection with edited copies (bench.duplicate_set): `python -m bench duplicates`.
+
+The set is indexed with the default model into Milvus Lite, then `imgsearch duplicates` runs as users run it:
+verified (the default: embedding candidates, pixel verification, groups checked against their representative) and,
+for comparison in the same run, `--no-verify` at its 0.70 cosine threshold. Scored on the `test` half of the
+originals (the thresholds were chosen on the `tune` half): pairwise precision and recall over all true pairs, recall
+on the EASY edits alone (what a person calls the same photo), recall per edit kind (an original and its copy in one
+group), the largest group against the largest true group, and the costs (candidates, ms per verification, seconds).
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+import time
+from pathlib import Path
+
+from bench import duplicate_set
+from bench.common import log, save
+
+CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
+
+
+def score(groups: list[list[str]], manifest: dict, split: str) -> dict:
+    """Pairwise precision/recall on `split`, recall on its easy edits, recall per edit kind, largest group."""
+    from imgsearch.duplicates import pair_scores
+
+    files = {f["file"]: f for f in manifest["files"]}
+    mine = [[p for p in g if files[p]["split"] == split] for g in groups]
+    mine = [g for g in mine if len(g) > 1]
+    truth = duplicate_set.truth_groups(manifest, split)
+    easy = tuple(manifest["easy"])
+    all_pairs = pair_scores(mine, truth)
+    easy_only = pair_scores([[p for p in g if files[p]["edit"] in (None, *easy)] for g in mine],
+                            duplicate_set.truth_groups(manifest, split, easy))
+    where = {p: k for k, g in enumerate(mine) for p in g}
+    per_edit: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for f in manifest["files"]:
+        if f["split"] == split and f["edit"]:
+            hit = f["file"] in where and where.get(f["group"]) == where[f["file"]]
+            per_edit[f["edit"]][0] += 1
+            per_edit[f["edit"]][1] += hit
+    return {"precision": round(all_pairs["precision"], 4), "recall": round(all_pairs["recall"], 4),
+            "easy_precision": round(easy_only["precision"], 4), "easy_recall": round(easy_only["recall"], 4),
+            "predicted_pairs": all_pairs["predicted_pairs"], "true_pairs": all_pairs["true_pairs"],
+            "recall_per_edit": {e: round(h / n, 3) for e, (n, h) in sorted(per_edit.items())},
+            "copies_per_edit": {e: n for e, (n, _) in sorted(per_edit.items())},
+            "largest_group": max(map(len, mine), default=0), "largest_true_group": duplicate_set.largest(truth)}
+
+
+def run(quick: bool = False) -> dict:
+    from imgsearch import pipeline
+    from imgsearch.config import Settings
+    from imgsearch.sources import uri_to_path
+
+    root = CACHE / f"duplicates-{'quick' if quick else 'full'}"
+    manifest = duplicate_set.build(root, quick)
+    s = Settings()
+    db = str(root / "data" / "dup.db")
+    t0 = time.perf_counter()
+    pipeline.index(str(root / "images"), db, "efficientnet_lite0", s, progress=False)
+    index_s = time.perf_counter() - t0
+
+    def groups_of(res: dict) -> list[list[str]]:
+        return [[str(Path(uri_to_path(im["path"])).relative_to(root)) for im in g["images"]] for g in res["groups"]]
+
+    out: dict = {"images": len(manifest["files"]),
+                 "originals": sum(f["edit"] is None for f in manifest["files"]),
+                 "series": dict(collections.Counter(f["series"] for f in manifest["files"] if f["edit"] is None)),
+                 "edits": {"easy": manifest["easy"], "hard": manifest["hard"]}, "index_s": round(index_s, 1)}
+    verified = pipeline.duplicates(db, s, progress=False)
+    out["verified"] = {**score(groups_of(verified), manifest, "test"),
+                       "tune_split": score(groups_of(verified), manifest, "tune"),
+                       "candidates": verified["candidates"], "verifications": verified["verifications"],
+                       "verify_ms_per_pair": verified["verify_ms_per_pair"], "seconds": verified["seconds"],
+                       "skipped": len(verified["skipped"])}
+    cosine = pipeline.duplicates(db, s, progress=False, verify=False)
+    out["cosine_0_70"] = {**score(groups_of(cosine), manifest, "test"), "seconds": cosine["seconds"]}
+    v, c = out["verified"], out["cosine_0_70"]
+    log(f"duplicates: verified precision {v['precision']} easy recall {v['easy_recall']} largest group "
+        f"{v['largest_group']} (true {v['largest_true_group']}), {v['verify_ms_per_pair']} ms per pair; cosine 0.70: "
+        f"precision {c['precision']} easy recall {c['easy_recall']} largest group {c['largest_group']}")
+    save("duplicates", out, quick)
+    return out
