@@ -35,7 +35,8 @@ COVERAGE_STEP = 0.05  # coarse steps of coverage; the best few are refined to a 
 PLACE_MIN_NCC = 0.5  # a placement scoring less (normalised cross-correlation) is no placement
 MIN_NCC = 0.90  # the placed pair's correlation (a caption strip left out) below which it is no alignment
 GRID = 8  # blocks per side of the aligned comparison
-BLOCK_PX = 12  # pixels per block side in the comparison (GRID * BLOCK_PX square)
+BLOCK_PX = 12  # pixels per block side in the comparison
+COMPARE_PX = GRID * BLOCK_PX  # the placed pair is compared at this many pixels square
 BLOCK_DIFF = 14.0  # mean absolute difference (0-255, colour) above which a block differs
 BAND_BLOCKS = 2  # a differing strip along the top or bottom up to this many blocks deep is a caption, not a change
 BAND_SPAN = 0.5  # ... when it spans at least this share of the picture's width
@@ -116,11 +117,10 @@ def same_picture(a: Sketch, b: Sketch) -> Verdict:
         return Verdict(False, ncc=0.0 if best is None else best[0], why="no alignment")
     _, coverage, (x, y, w, h), big, small = best
     region = big[y:y + h, x:x + w]
-    side = GRID * BLOCK_PX
-    ncc = _ncc_but_a_strip(cv2, region, small, side)
+    ncc = _ncc_but_a_strip(cv2, region, small)
     if ncc < MIN_NCC:
         return Verdict(False, coverage=coverage, ncc=ncc, why="no alignment")
-    worst, band = _compare(cv2, region, small, side)
+    worst, band = _compare(cv2, region, small)
     edits = []
     if (a.width, a.height) != (b.width, b.height):
         edits.append("scaled")
@@ -186,12 +186,13 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
 
 
-def _ncc_but_a_strip(cv2, region: np.ndarray, small: np.ndarray, side: int) -> float:
+def _ncc_but_a_strip(cv2, region: np.ndarray, small: np.ndarray) -> float:
     """The aligned pair's normalised cross-correlation (grey), the whole or without a caption-deep strip at the
     top or the bottom, whichever is highest: a caption strip must not hide an otherwise exact match."""
-    a = _gray(cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA))
-    b = _gray(cv2.resize(small, (side, side), interpolation=cv2.INTER_AREA))
-    strip = side * BAND_BLOCKS // GRID
+    side = (COMPARE_PX, COMPARE_PX)
+    a = _gray(cv2.resize(region, side, interpolation=cv2.INTER_AREA))
+    b = _gray(cv2.resize(small, side, interpolation=cv2.INTER_AREA))
+    strip = BLOCK_PX * BAND_BLOCKS
 
     def ncc(x: np.ndarray, y: np.ndarray) -> float:
         x, y = x - x.mean(), y - y.mean()
@@ -208,16 +209,16 @@ def _outside(cv2, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(a - hi, lo - a), 0).astype(np.float32)
 
 
-def _compare(cv2, region: np.ndarray, small: np.ndarray, side: int) -> tuple[float, bool]:
+def _compare(cv2, region: np.ndarray, small: np.ndarray) -> tuple[float, bool]:
     """(the largest block difference outside an allowed edge band, whether a band was allowed) of two aligned
     pictures, both resampled to GRID x GRID blocks of BLOCK_PX. A pixel's difference is how far it lies outside the
     range of the other picture's pixels around it (3 x 3), both ways: resampling moves thin lines and edges by a pixel,
     which that forgives; a changed detail (a star's points, a clock's hands) it does not."""
-    px = side // GRID
-    a = cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA).astype(np.int16)
-    b = cv2.resize(small, (side, side), interpolation=cv2.INTER_AREA).astype(np.int16)
+    side = (COMPARE_PX, COMPARE_PX)
+    a = cv2.resize(region, side, interpolation=cv2.INTER_AREA).astype(np.int16)
+    b = cv2.resize(small, side, interpolation=cv2.INTER_AREA).astype(np.int16)
     diff = (_outside(cv2, a, b) + _outside(cv2, b, a)).mean(axis=2) / 2
-    blocks = diff.reshape(GRID, px, GRID, px).mean(axis=(1, 3))
+    blocks = diff.reshape(GRID, BLOCK_PX, GRID, BLOCK_PX).mean(axis=(1, 3))
     over = blocks > BLOCK_DIFF
     if not over.any():
         return float(blocks.max()), False
