@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import log, save
+from bench.common import CACHE, log, save
 from bench.datasets import web_set
 
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 BUCKET = "imgsearch-bench"
 
 

@@ -7,12 +7,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"  # data sets built from packages, reused by every run
 
 
 def machine() -> dict:

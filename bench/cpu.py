@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, log, save
+from bench.common import CACHE, RESULTS, log, save
 from bench.datasets import ensure_debian_package, openclipart_files, web_set
 from bench.eval import STAMPS, WALLPAPERS, stamp_classes
-from bench.indexing import CACHE, measure
+from bench.indexing import measure
 
 MODEL = "efficientnet_lite0"
 MODEL_CACHE = CACHE / "model-cache"  # the bench's own exports and int8 builds: never the user's cache

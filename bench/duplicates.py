@@ -11,14 +11,11 @@ group), the largest group against the largest true group, and the costs (candida
 from __future__ import annotations
 
 import collections
-import tempfile
 import time
 from pathlib import Path
 
 from bench import duplicate_set
-from bench.common import log, save
-
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
+from bench.common import CACHE, log, save
 
 
 def score(groups: list[list[str]], manifest: dict, split: str) -> dict:

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import log, save
+from bench.common import CACHE, log, save
 from bench.datasets import indexing_set, web_set
-
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 
 
 def forward_rate(embedder, crops: np.ndarray, batch: int, repeats: int = 2) -> float:

@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RESULTS, log, save
-from bench.indexing import CACHE
+from bench.common import CACHE, RESULTS, log, save
 
 WEIGHTS = CACHE / "random-weights"
 CAP_MB = 12_000  # a child above this is killed (the machine has 24 GiB; the test suite's budget is 8 GB)

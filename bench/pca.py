@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import log, save
+from bench.common import CACHE, log, save
 from bench.datasets import indexing_set
-
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 
 
 def real_embeddings(n: int) -> np.ndarray:

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import git_rev, log, percentiles, save
+from bench.common import CACHE, git_rev, log, percentiles, save
 
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 # Milvus Lite at 1M vectors: PCA to this many dims keeps count x dim within its exact-search (FLAT) range
 LITE_EXACT_DIMS = 96
 

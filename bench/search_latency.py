@@ -17,8 +17,6 @@ import numpy as np
 
 from bench.common import log, percentiles, save
 
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
-
 
 def _load(db: str, emb_dir: Path) -> float:
     from imgsearch import pipeline

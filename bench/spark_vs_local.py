@@ -12,10 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import log, save
+from bench.common import CACHE, log, save
 from bench.datasets import indexing_set
-
-CACHE = Path(tempfile.gettempdir()) / "imgsearch-bench-data"
 
 
 def timed_embed(src: Path, out: Path, *extra: str) -> float:
