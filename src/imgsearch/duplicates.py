@@ -134,7 +134,7 @@ class VerifiedGroup:
     relation: dict[int, object]  # member -> what verification said of it against the representative
 
 
-def verified_groups(n: int, links: Links, verify: Callable[[int, int], object | None], pixels: list[int],
+def verified_groups(links: Links, verify: Callable[[int, int], object | None], pixels: list[int],
                     same: Callable[[object], bool]) -> tuple[list[VerifiedGroup], int]:
     """Groups in which every member was verified against the group's representative, never only through another
     member (no chaining: a flag never joins another flag through a chain of look-alikes).
@@ -142,7 +142,7 @@ def verified_groups(n: int, links: Links, verify: Callable[[int, int], object | 
     Representatives are taken largest image first; each takes the candidates (`links`) of itself and of the members it
     has taken so far that are still free and that `verify(representative, candidate)` says are the same picture
     (`same(verdict)`). `verify` returns None when it cannot decide (an unreadable file): the pair is skipped.
-    Returns the groups (largest first) and the number of verifications run."""
+    Returns the groups (largest first) and the number of times `verify` was asked."""
     near: dict[int, set[int]] = {}
     for a, b in zip(links.i.tolist(), links.j.tolist()):
         near.setdefault(a, set()).add(b)

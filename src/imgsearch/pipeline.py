@@ -385,8 +385,8 @@ def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | 
             ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         for _ in pool.map(lambda p: verify(*p), pairs, chunksize=64):  # cv2 and Pillow release the GIL
             advance(1)
-    pixels = [(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])]
-    groups, runs = verified_groups(n, links, verify, pixels, same=lambda v: v.same)
+    pixels = _pixels(cols)
+    groups, _ = verified_groups(links, verify, pixels, same=lambda v: v.same)
     verify_s = time.perf_counter() - t0
     out_groups = []
     for g in groups:
@@ -404,10 +404,15 @@ def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | 
                            "representative": cols["path"][rep], "images": images})
     skipped = [{"path": cols["path"][r], "reason": why} for r, why in sorted(sketches.failed.items())]
     return {"collection": found["collection"], "images": n, "method": links.method, "verified": True,
-            "candidate_floor": found["threshold"], "candidates": len(pairs), "verifications": runs,
-            "verify_ms_per_pair": round(1000 * verify_s / max(runs, 1), 2), "search": links.stats,
+            "candidate_floor": found["threshold"], "candidates": len(pairs), "verifications": len(verdicts),
+            "verify_ms_per_pair": round(1000 * verify_s / max(len(verdicts), 1), 2), "search": links.stats,
             "source": found["source"], "seconds": round(found["seconds"] + time.perf_counter() - started, 2),
             "skipped": skipped, "groups": out_groups}
+
+
+def _pixels(cols: dict[str, list]) -> list[int]:
+    """Each row's pixel count (0 where unknown): what picks a group's representative."""
+    return [(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])]
 
 
 def _content_digests(cols: dict[str, list], read) -> dict[int, str]:
@@ -441,7 +446,7 @@ def duplicate_groups(found: dict, threshold: float) -> dict:
     keep = links.score >= threshold
     sub = Links(links.i[keep], links.j[keep], links.score[keep], links.method, links.stats)
     n = len(cols["id"])
-    groups = groups_from_links(n, sub, pixels=[(w or 0) * (h or 0) for w, h in zip(cols["width"], cols["height"])])
+    groups = groups_from_links(n, sub, pixels=_pixels(cols))
     return {"collection": found["collection"], "images": n, "threshold": threshold, "method": links.method,
             "search": links.stats, "source": found["source"], "seconds": found["seconds"],
             "groups": [{"size": len(g.members), "min_similarity": g.min_link,

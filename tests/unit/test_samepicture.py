@@ -96,7 +96,7 @@ def test_groups_do_not_chain():
         asked.append((i, j))
         return (min(i, j), max(i, j)) in same
 
-    groups, runs = verified_groups(6, links, verify, pixels=[9, 5, 4, 3, 2, 1], same=bool)
+    groups, runs = verified_groups(links, verify, pixels=[9, 5, 4, 3, 2, 1], same=bool)
     assert [g.members for g in groups] == [[0, 1, 2], [4, 5]]
     assert (0, 3) in asked  # 2's candidate was asked against the representative, and refused
     assert runs == len(asked)
