@@ -37,6 +37,16 @@ pytest_plugins = ["memory_report", "pytester"]  # per-test peak memory and its b
 TIERS = ("unit", "integration", "e2e")
 
 
+def pytest_report_header(config):
+    """The machine the figures below come from (CI logs are read without it otherwise)."""
+    from imgsearch import procmem
+    from imgsearch.models.cpu import cpu_features
+
+    cpu = cpu_features()
+    return (f"machine: {cpu.model}, {cpu.cores} usable cores, {(procmem.total_mb() or 0) / 1024:.1f} GiB, "
+            f"CPU kind {cpu.kind} ({' '.join(sorted(cpu.flags))}){' emulated' if cpu.emulated else ''}")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
@@ -90,8 +100,22 @@ def cli():
 
 @pytest.fixture(scope="session")
 def clip_weights(tmp_path_factory):
-    """name -> a random-weights file of that registered CLIP model (made on first use, once per session)."""
-    from imgsearch.models.random_weights import random_weights_file
+    """name -> a random-weights file of that registered CLIP model (made on first use, once per session), made in a
+    child process: building ViT-B/16 takes a few GB that the worker would keep for the rest of the run."""
+    import subprocess
 
     folder = tmp_path_factory.mktemp("clip-weights")
-    return lambda name="mobileclip2_s0": random_weights_file(name, folder)
+    made: dict[str, Path] = {}
+
+    def make(name: str = "mobileclip2_s0") -> Path:
+        if name in made:
+            return made[name]
+        code = ("import sys; from imgsearch.models.random_weights import random_weights_file; "
+                "print(random_weights_file(sys.argv[1], sys.argv[2]))")
+        res = subprocess.run([sys.executable, "-c", code, name, str(folder)], capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        made[name] = Path(res.stdout.strip().splitlines()[-1])
+        return made[name]
+
+    return make

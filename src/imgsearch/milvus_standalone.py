@@ -60,16 +60,17 @@ def _port_open(port: int) -> bool:
 
 
 @contextmanager
-def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 75, attempts: int = 3,
+def milvus_standalone(data_dir: Path, port: int = 19530, timeout: float = 180, attempts: int = 3,
                       hang: float = 30, wait: float = 1800) -> Iterator[str]:
     """Start milvus-server with data in `data_dir`; yield its URI (http://127.0.0.1:PORT); stop it afterwards.
 
-    It normally answers within 10 s. Now and then a start hangs after its proxy registered (seen on a 2-core
-    machine: nothing more logged, port never opened, for minutes) while the next start works: an attempt still
-    silent after `hang` seconds is stopped and tried again; the last attempt gets `timeout`. A retry of a fresh
-    server starts from an empty store: the hung attempt leaves sessions in its embedded etcd under which the next
-    start comes up half-registered ("node not match") and refuses clients. One server runs per machine: a start
-    waits up to `wait` seconds for one started before to stop.
+    It normally answers within 10 s, on a busy 2-core machine in a minute or more. Now and then a start hangs after
+    its proxy registered (seen on a 2-core machine: nothing more logged, port never opened, for minutes) while the
+    next start works: an attempt whose logs have not grown for `hang` seconds is stopped and tried again, and none
+    waits more than `timeout` seconds. (A fixed 30 s per attempt once stopped three slow but live starts under load
+    in a row.) A retry of a fresh server starts from an empty store: the hung attempt leaves sessions in its embedded
+    etcd under which the next start comes up half-registered ("node not match") and refuses clients. One server runs
+    per machine: a start waits up to `wait` seconds for one started before to stop.
     """
     exe = executable()
     if exe is None:
@@ -94,12 +95,18 @@ def _started(exe: str, data_dir: Path, port: int, timeout: float, attempts: int,
         log_path = data_dir / f"milvus-server-{attempt}.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + (timeout if attempt == attempts else min(hang, timeout))
+        deadline = time.time() + timeout
+        logged, last_growth = -1, time.time()
         while time.time() < deadline:
             if proc.poll() is not None:
                 break
             if _port_open(port) and "Started:" in log_path.read_text(errors="replace"):
                 break
+            now = _logged_bytes(data_dir)
+            if now != logged:
+                logged, last_growth = now, time.time()
+            elif time.time() - last_growth > hang:
+                break  # silent: hung
             time.sleep(0.5)
         if proc.poll() is None and _port_open(port):
             break
@@ -112,6 +119,17 @@ def _started(exe: str, data_dir: Path, port: int, timeout: float, attempts: int,
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(proc)
+
+
+def _logged_bytes(data_dir: Path) -> int:
+    """How much the server has written so far (its console log and the files in its logs/ folder)."""
+    total = 0
+    for f in [*data_dir.glob("milvus-server-*.log"), *(data_dir / "logs").glob("*")]:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10) -> None:

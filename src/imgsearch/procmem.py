@@ -57,6 +57,26 @@ def reset_peak() -> bool:
         return False
 
 
+def peak_reset_works(probe_mb: int = 64) -> bool:
+    """Whether `reset_peak` really lowers the high-water mark here (a kernel may accept the write and ignore it):
+    touches `probe_mb` of anonymous memory, unmaps it, resets, and checks the mark came down. Resets the mark."""
+    import mmap
+
+    if not reset_peak():
+        return False
+    before = peak_mb()
+    region = mmap.mmap(-1, probe_mb << 20)
+    for off in range(0, probe_mb << 20, mmap.PAGESIZE):
+        region[off] = 1
+    raised = peak_mb()
+    region.close()
+    reset_peak()
+    after = peak_mb()
+    if before is None or raised is None or after is None:
+        return False
+    return raised - before > probe_mb / 2 and raised - after > probe_mb / 2
+
+
 def pss_mb(pid: int | str = "self") -> float | None:
     """Proportional set size now, MiB: resident pages, each shared page divided among the processes sharing it (so
     forked workers' copy-on-write pages are not counted once per worker). Falls back to RSS."""

@@ -3,7 +3,10 @@ is named; under the budget the run passes and the report still prints."""
 
 import os
 
+import pytest
+
 from helpers import REPO
+from imgsearch import procmem
 from memory_report import BUDGET_ENV, auto_workers
 
 TESTS = """
@@ -83,3 +86,12 @@ def test_a_large_embed_call_runs_in_bounded_forward_passes(tiny_model):
     assert seen == [MAX_FORWARD_BATCH, MAX_FORWARD_BATCH, 5]
     last = range(len(crops) - 3, len(crops))  # across the last chunk boundary
     np.testing.assert_allclose(vectors[-3:], np.concatenate([emb.embed(crops[i:i + 1]) for i in last]), atol=1e-6)
+
+
+def test_a_high_water_mark_that_does_not_reset_is_detected(monkeypatch):
+    """Where the kernel takes the reset and ignores it, own figures would be the worker's whole life: detected."""
+    if procmem.peak_mb() is None:
+        pytest.skip("no /proc high-water mark here (not Linux)")
+    assert procmem.peak_reset_works()  # this machine's kernel resets it
+    monkeypatch.setattr(procmem, "reset_peak", lambda: True)  # accepted, ignored
+    assert not procmem.peak_reset_works()
