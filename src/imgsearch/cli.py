@@ -214,7 +214,8 @@ def search(image: Optional[str] = typer.Argument(None, help="query image file (o
                           tags=tag or None, filters=None if flt.empty else flt)
     if as_json:
         typer.echo(json.dumps([{"rank": i + 1, "id": h.id, "path": h.path, "score": round(h.score, 6),
-                                "tags": list(h.tags)} for i, h in enumerate(res.hits)], indent=2))
+                                "tags": list(h.tags), **({"same_picture": res.copies[h.id]} if h.id in res.copies
+                                                         else {})} for i, h in enumerate(res.hits)], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -222,13 +223,19 @@ def search(image: Optional[str] = typer.Argument(None, help="query image file (o
     what = f"'{text}'" if text else (image or f"tag {' / '.join(tag)}")
     table = Table(title=f"top {k} for {what} in {res.collection.name} ({res.collection.count} images, "
                         f"{res.collection.model})")
-    for col in ("#", "score", "name", "tags", "path"):
+    for col in ("#", "score", "name", "copy?", "tags", "path"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(res.hits):
-        table.add_row(str(i + 1), f"{h.score:.4f}", display_name(h.path), ", ".join(h.tags[:3]), h.path)
+        copy = res.copies.get(h.id)
+        same = "" if copy is None else "same picture" + (": " + ", ".join(copy["edits"]) if copy["edits"] else "")
+        table.add_row(str(i + 1), f"{h.score:.4f}", display_name(h.path), same, ", ".join(h.tags[:3]), h.path)
     Console(width=max(120, Console().width)).print(table)
     if not res.hits:
         typer.echo("no results")
+    elif res.copies:
+        n = len(res.copies)
+        typer.echo(f"the collection holds {'a copy' if n == 1 else f'{n} copies'} of this picture (verified from "
+                   "the pixels: 'copy?' column)")
 
 
 @app.command()

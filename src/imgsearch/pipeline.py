@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -400,7 +400,7 @@ def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | 
                            **({"evidence": v.evidence()} if v is not None else {})})
         kind = "identical" if all(im["relation"] != "copy" for im in images) else "edited"
         keep = max(g.members, key=lambda m: (pixels[m], cols["bytes"][m] or 0))
-        out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep],
+        out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep], "keep_id": cols["id"][keep],
                            "representative": cols["path"][rep], "images": images})
     skipped = [{"path": cols["path"][r], "reason": why} for r, why in sorted(sketches.failed.items())]
     return {"collection": found["collection"], "images": n, "method": links.method, "verified": True,
@@ -457,6 +457,26 @@ def duplicate_groups(found: dict, threshold: float) -> dict:
 class SearchResult:
     collection: CollectionInfo
     hits: list[Hit]
+    copies: dict[str, dict] = field(default_factory=dict)  # hit id -> evidence: the same picture as the query
+
+
+COPY_CHECKS = 10  # the best hits checked for "is this a copy?" (~5-30 ms each: read, decode reduced, compare)
+
+
+def copies_among(query: bytes, hits: list[Hit], settings: Settings, buckets=None) -> dict[str, dict]:
+    """"Is this a copy?" for a search by image: which of the best hits (COPY_CHECKS of them, at or above the
+    duplicates' candidate floor) are the same picture as the query, verified from the pixels (samepicture):
+    hit id -> the evidence (edits: scaled, cropped, border, band; coverage; ncc). A hit that cannot be read now is
+    left out."""
+    from imgsearch.samepicture import copies_of
+    from imgsearch.sources import read_bytes
+
+    check = [h for h in hits[:COPY_CHECKS] if h.score >= settings.duplicates_candidate_floor]
+    if not check:
+        return {}
+    verdicts = copies_of(query, [h.path for h in check],
+                         lambda uri: read_bytes(uri, settings.max_file_bytes, buckets), settings.max_pixels)
+    return {h.id: v.evidence() for h, v in zip(check, verdicts) if v is not None and v.same}
 
 
 def search(image_path: str | None, db: str, k: int, settings: Settings, *, model: str | None = None,
@@ -484,7 +504,8 @@ def search(image_path: str | None, db: str, k: int, settings: Settings, *, model
         # a one-off query sees every finished write
         hits = store.search(info, vec, k, consistency="Strong", tags=labels, filters=filters,
                             expand=settings.query_expansion, alpha=settings.query_expansion_alpha)[0]
-    return SearchResult(info, hits)
+    copies = copies_among(Path(image_path).read_bytes(), hits, settings, buckets_of(settings)) if image_path else {}
+    return SearchResult(info, hits, copies)
 
 
 def stats(db: str, settings: Settings) -> dict:

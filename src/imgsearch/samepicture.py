@@ -20,6 +20,8 @@ one scene (neither inside the other) are different pictures by design.
 
 from __future__ import annotations
 
+import os
+
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -271,3 +273,15 @@ class Sketches:
         """same_picture of rows i and j, or None when either cannot be read (see `failed`)."""
         a, b = self.get(i), self.get(j)
         return None if a is None or b is None else same_picture(a, b)
+
+
+def copies_of(query: bytes, uris: list[str], read: Callable[[str], bytes], max_pixels: int) -> list[Verdict | None]:
+    """For a search by image: whether each candidate (an indexed image, by URI) is the same picture as the query's
+    bytes; None where a candidate cannot be read now. The query is decoded once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sketches = Sketches(["", *uris], lambda uri: query if uri == "" else read(uri), max_pixels)
+    if sketches.get(0) is None or not uris:
+        return [None] * len(uris)
+    with ThreadPoolExecutor(min(len(uris), max(1, min(4, os.cpu_count() or 1)))) as pool:  # decode releases the GIL
+        return list(pool.map(lambda i: sketches.verify(0, i), range(1, len(uris) + 1)))

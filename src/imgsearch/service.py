@@ -181,6 +181,7 @@ class SearchOutcome:
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     message: str | None = None
+    copies: dict[str, dict] = field(default_factory=dict)  # hit id -> evidence: the same picture as the query
 
 
 def query_embedder(model: str, s: Settings) -> tuple[Embedder, dict]:
@@ -235,7 +236,7 @@ class SearchService:
         self._info_at = 0.0
         self.started = time.time()
         self.browse = BrowseIndex(self.store)
-        self._dups: dict = {}  # {"key": (collection, count), "found": links or None, "error": str, "thread": ...}
+        self._dups: dict = {}  # verified? -> {"key": (collection, count, verified), "found", "error", "thread"}
         self._dups_lock = threading.Lock()
 
     def close(self) -> None:
@@ -286,7 +287,12 @@ class SearchService:
             return SearchOutcome([], {"decode": (t1 - t0) * 1e3}, message=EMPTY_INDEX)
         labels = self.tag_labels(info, tags)
         answer = self.batcher.search(_Query(pixels, k, path_prefix, info, labels, filters, self.expansion(expand)))
-        return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms})
+        t2 = time.perf_counter()
+        from imgsearch.pipeline import copies_among
+
+        copies = copies_among(data, answer.hits, self.settings, self.buckets)
+        return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms,
+                                           "copy_check": (time.perf_counter() - t2) * 1e3}, copies=copies)
 
     def search_text(self, text: str, k: int, path_prefix: str | None = None,
                     tags: list[str] | None = None, filters: Filters | None = None,
@@ -374,34 +380,44 @@ class SearchService:
 
     DUPLICATES_MIN = 0.6  # links are searched once at this similarity; any higher threshold is a filter of them
 
-    def duplicates(self, threshold: float, wait_s: float = 10.0) -> dict | None:
-        """Near-duplicate groups at `threshold` (>= DUPLICATES_MIN), largest first; None while they are still
-        being computed (in a background thread, started by the first request, kept until the collection changes)."""
+    def duplicates(self, threshold: float, wait_s: float = 10.0, verified: bool = True) -> dict | None:
+        """Duplicate groups, largest first; None while they are still being computed (in a background thread,
+        started by the first request, kept until the collection changes). `verified` (the default): the same picture,
+        decided from the pixels (`pipeline.verified_duplicate_groups`: identical files and edited copies, each checked
+        against its group's largest image, with the evidence and a proposal of the one to keep). Else look-alikes:
+        images linked at cosine >= `threshold` (>= DUPLICATES_MIN), which chain."""
         from imgsearch import pipeline
 
         info = self.info()
         if info is None:
-            return {"images": 0, "threshold": threshold, "groups": []}
-        key = (info.name, info.count)
+            return {"images": 0, "threshold": threshold, "groups": [], "verified": verified, "skipped": []}
+        key = (info.name, info.count, verified)
         with self._dups_lock:
-            if self._dups.get("key") != key or self._dups.get("error"):
-                state: dict = {"key": key, "found": None, "error": None}
+            state = self._dups.get(verified)
+            if state is None or state["key"] != key or state.get("error"):
+                state = {"key": key, "found": None, "error": None}
 
-                def work() -> None:  # writes only its own state: a newer computation may have replaced it
+                def work(state: dict = state) -> None:  # writes only its own state: a newer one may replace it
                     try:
-                        state["found"] = pipeline.duplicate_links(self.store, info, self.db, self.settings,
-                                                                  threshold=self.DUPLICATES_MIN, progress=False)
+                        if verified:
+                            found = pipeline.duplicate_links(self.store, info, self.db, self.settings, progress=False,
+                                                             candidates=self.settings.duplicates_candidates)
+                            state["found"] = pipeline.verified_duplicate_groups(found, self.settings, progress=False)
+                        else:
+                            state["found"] = pipeline.duplicate_links(self.store, info, self.db, self.settings,
+                                                                      threshold=self.DUPLICATES_MIN, progress=False)
                     except Exception as exc:  # reported to the caller, computed again on the next request
                         state["error"] = f"{type(exc).__name__}: {exc}"
                 state["thread"] = threading.Thread(target=work, name="imgsearch-duplicates", daemon=True)
-                self._dups = state
+                self._dups[verified] = state
                 state["thread"].start()
-            state = self._dups
         state["thread"].join(timeout=wait_s)
         if state.get("error"):
             raise RuntimeError(state["error"])
         found = state.get("found")
-        return None if found is None else pipeline.duplicate_groups(found, threshold)
+        if found is None:
+            return None
+        return found if verified else pipeline.duplicate_groups(found, threshold)
 
     def duplicate_group(self, image_id_: str, threshold: float, k: int = 50) -> list[Hit] | None:
         """The image's near-duplicates: indexed images at cosine >= threshold to it (itself excluded)."""

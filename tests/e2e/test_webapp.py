@@ -157,27 +157,53 @@ def test_search_by_paste_with_a_folder_filter(app):
     assert not page.errors, page.errors
 
 
-def test_duplicates_view_and_threshold(app):
+def test_duplicates_view_shows_the_same_picture_verified(app):
+    """The view's default: the b photo with its three edited copies, each saying what was done to it, the
+    original marked to keep; no other photo of the collection in a group."""
     from playwright.sync_api import expect
 
     url = app["url"]
     page = page_of(app)
-    page.goto(url + "/#/duplicates?threshold=0.90")
+    page.goto(url + "/#/duplicates")
+    status = page.locator("#dups-status")
+    expect(status).to_contain_text("1 group, 4 of 19 images: the same picture", timeout=60_000)
+    expect(page.locator("#threshold-label")).to_be_hidden()
+    group = page.locator("#groups .group")
+    expect(group).to_have_count(1)
+    expect(group.locator("h4")).to_contain_text("the same picture, edited")
+    expect(group.locator("figure")).to_have_count(4)
+    keep = group.locator("figure.keep")
+    expect(keep).to_have_count(1)
+    expect(keep.locator("figcaption")).to_contain_text("keep")
+    expect(group.locator("figure", has_text="resize50")).to_contain_text("same picture: scaled")
+    assert "mode=same" in page.locator("#export-csv").get_attribute("href")
+    shot(app, page, "webapp-duplicates")
+    page.locator("#dup-mode").select_option("similar")
+    expect(status).to_contain_text("at similarity ≥ 0.70", timeout=60_000)
+    assert "mode=similar" in page.url
+    assert not page.errors, page.errors
+
+
+def test_look_alikes_view_and_threshold(app):
+    from playwright.sync_api import expect
+
+    url = app["url"]
+    page = page_of(app)
+    page.goto(url + "/#/duplicates?mode=similar&threshold=0.90")
     status = page.locator("#dups-status")
     expect(status).to_contain_text("similarity ≥", timeout=60_000)
-    at_90 = api(url, "/api/duplicates", threshold=0.9)
+    at_90 = api(url, "/api/duplicates", mode="similar", threshold=0.9)
     groups = f"{at_90['groups_total']} group" + ("" if at_90["groups_total"] == 1 else "s")
     expect(status).to_contain_text(f"{groups}, {at_90['images_in_groups']} of 19 images")
     first = page.locator("#groups .group").first
     expect(first.locator("figure")).to_have_count(at_90["groups"][0]["size"])
-    expect(first.locator("figure.keep figcaption")).to_contain_text("largest")
-    shot(app, page, "webapp-duplicates")
+    expect(first.locator("figure").first.locator("figcaption")).to_contain_text("largest")
     page.locator("#threshold").fill("0.99")
     expect(page.locator("#threshold-out")).to_have_text("0.99")
-    at_99 = api(url, "/api/duplicates", threshold=0.99)
+    at_99 = api(url, "/api/duplicates", mode="similar", threshold=0.99)
     assert at_99["images_in_groups"] < at_90["images_in_groups"]
     expect(status).to_contain_text(f"{at_99['images_in_groups']} of 19 images" if at_99["groups_total"]
-                                   else "No near-duplicates")
+                                   else "No look-alikes")
     assert "threshold=0.99" in page.url and "threshold=0.99" in page.locator("#export-csv").get_attribute("href")
     assert not page.errors, page.errors
 

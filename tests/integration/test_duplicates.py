@@ -56,6 +56,17 @@ def test_duplicates_command_finds_the_groups(tmp_path, photo_paths):
     assert text.returncode == 0 and "images are copies of another" in text.stderr and "keep " in text.stdout
     cosine = run_cli("duplicates", "--db", db, "--no-verify", "--threshold", "0.9")
     assert cosine.returncode == 0 and "groups of near-duplicates" in cosine.stderr
+    # "is this a copy?": a search with a new edited copy names the indexed versions of that picture, and only them
+    query = tmp_path / "query.jpg"
+    with Image.open(photo_paths[2]) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(query, quality=60)
+    hits = json.loads(run_cli("search", str(query), "--db", db, "-k", "10", "--json").stdout)
+    same = {h["path"] for h in hits if "same_picture" in h}
+    versions = {path_to_uri(src / photo_paths[2].name)} | {path_to_uri(c) for c in made[photo_paths[2]]}
+    assert same <= versions and len(same) >= min(len(versions), 10) - 1, (same, versions)
+    assert all("scaled" in h["same_picture"]["edits"] for h in hits if h["path"] == path_to_uri(src / photo_paths[2].name))
+    table = run_cli("search", str(query), "--db", db, "-k", "5")
+    assert "copies of this picture" in table.stdout and "same picture" in table.stdout, table.stdout
 
 
 @pytest.mark.slow

@@ -66,7 +66,11 @@ def test_search_returns_original_first(client, indexed_db):
     assert top["thumbnail_url"] == f"/api/images/{top['id']}/thumbnail" and top["image_url"] == f"/api/images/{top['id']}"
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert body["took_ms"] > 0 and set(body["timings_ms"]) == {"decode", "queue", "embed", "search", "batch"}
+    assert body["took_ms"] > 0 and set(body["timings_ms"]) == {"decode", "queue", "embed", "search", "batch",
+                                                               "copy_check"}
+    # "is this a copy?": the query is the astronaut re-encoded as JPEG: that hit, and no other photo, says so
+    assert top["same_picture"] is not None and top["same_picture"]["ncc"] >= 0.9
+    assert all(x["same_picture"] is None for x in body["results"][1:])
     # k as query or as form field
     assert len(client.post("/api/search?k=3", files={"file": ("q.jpg", data)}).json()["results"]) == 3
     assert len(client.post("/api/search", data={"k": "4"}, files={"file": ("q.jpg", data)}).json()["results"]) == 4

@@ -111,11 +111,15 @@ def test_folders(client, collection):
     assert client.get("/api/folders", params={"parent": "/etc/../"}).json()["total"] == 0  # a filter, never a read
 
 
-def test_duplicates_threshold_and_export(client, collection):
+SIMILAR_90 = {"mode": "similar", "threshold": 0.9}
+
+
+def test_look_alike_duplicates_threshold_and_export(client, collection):
+    """mode=similar: images linked at cosine >= threshold (the browsing aid the verified default replaced)."""
     _, root = collection
-    got = client.get("/api/duplicates", params={"threshold": 0.9})
+    got = client.get("/api/duplicates", params=SIMILAR_90)
     while got.status_code == 202:
-        got = client.get("/api/duplicates", params={"threshold": 0.9})
+        got = client.get("/api/duplicates", params=SIMILAR_90)
     body = got.json()
     assert body["status"] == "ready" and body["images"] == 19
     original = path_to_uri(root / "b" / os.path.basename(sorted(os.listdir(root / "b"))[0]))
@@ -125,18 +129,50 @@ def test_duplicates_threshold_and_export(client, collection):
     assert group["images"][0]["width"] * group["images"][0]["height"] >= max(
         i["width"] * i["height"] for i in group["images"])  # the largest first: the one to keep
     assert original  # (the b photo's copies live under b/deep)
-    strict = client.get("/api/duplicates", params={"threshold": 0.999}).json()
+    strict = client.get("/api/duplicates", params={"mode": "similar", "threshold": 0.999}).json()
     assert strict["images_in_groups"] < body["images_in_groups"]
-    csv_text = client.get("/api/duplicates", params={"threshold": 0.9, "format": "csv"}).text
+    csv_text = client.get("/api/duplicates", params={**SIMILAR_90, "format": "csv"}).text
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == body["images_in_groups"] and {"group", "path", "width", "bytes"} <= set(rows[0])
-    assert client.get("/api/duplicates", params={"threshold": 0.3}).status_code == 422
+    assert client.get("/api/duplicates", params={"mode": "similar", "threshold": 0.3}).status_code == 422
     assert client.get("/api/duplicates", params={"limit": 501}).status_code == 422
     copy = next(i for i in group["images"] if i["path"].endswith("__crop90.jpg"))
     near = client.get(f"/api/images/{copy['id']}/duplicates", params={"threshold": 0.9}).json()
     assert {i["id"] for i in near} == {i["id"] for i in group["images"]} - {copy["id"]}
     assert all(i["score"] >= 0.9 for i in near)
     assert client.get("/api/images/" + "f" * 32 + "/duplicates").status_code == 404
+
+
+def ready(client, **params) -> dict:
+    got = client.get("/api/duplicates", params=params)
+    while got.status_code == 202:
+        got = client.get("/api/duplicates", params=params)
+    assert got.status_code == 200, got.text
+    return got.json()
+
+
+def test_duplicates_by_default_are_the_same_picture_verified(client, collection):
+    """The default: one group, the b photo and its three edited copies (crop, half size, JPEG q40), each verified
+    against the original with its evidence, the original proposed to keep; none of the 15 other photos joins."""
+    _, root = collection
+    body = ready(client)
+    assert body["mode"] == "same" and body["images"] == 19 and body["skipped"] == []
+    assert body["groups_total"] == 1 and body["images_in_groups"] == 4, body["groups"]
+    g = body["groups"][0]
+    copies_on_disk = sorted(p.name for p in (root / "b" / "deep").iterdir() if p.name != "broken.jpg")
+    original = next(i for i in g["images"] if "__" not in i["name"])
+    assert sorted(i["name"] for i in g["images"] if i is not original) == copies_on_disk
+    assert all(n.startswith(os.path.splitext(original["name"])[0] + "__") for n in copies_on_disk)
+    assert g["kind"] == "edited" and g["keep_id"] == original["id"] and original["relation"] == "representative"
+    copies = [i for i in g["images"] if i is not original]
+    assert {i["relation"] for i in copies} == {"copy"}
+    half = next(i for i in copies if "resize50" in i["name"])
+    assert "scaled" in half["evidence"]["edits"] and half["evidence"]["ncc"] >= 0.9
+    assert all(i["thumbnail_url"].endswith("/thumbnail") for i in g["images"])
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/duplicates", params={"format": "csv"}).text)))
+    assert len(rows) == 4 and {r["relation"] for r in rows} == {"representative", "copy"}
+    assert [r["path"] for r in rows if r["keep"] == "True"] == [original["path"]]
+    assert client.get("/api/duplicates", params={"mode": "all"}).status_code == 422
 
 
 def test_status_lists_failures_and_the_last_run(client, collection):

@@ -43,6 +43,9 @@ class Result(BaseModel):
     image_url: str
     tags: list[str] = []
     tag_scores: list[float] = []
+    same_picture: Optional[dict] = Field(None, description="for a search by image: set when this image is the same "
+                                         "picture as the query (verified from the pixels), with the evidence: edits "
+                                         "(scaled, cropped, border, band), coverage, ncc")
 
 
 class SearchBody(BaseModel):
@@ -203,7 +206,7 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
                 m.search_stage.labels(stage).observe(ms / 1000)
         results = [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
                           thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}",
-                          tags=list(h.tags), tag_scores=list(h.tag_scores))
+                          tags=list(h.tags), tag_scores=list(h.tag_scores), same_picture=out.copies.get(h.id))
                    for h in out.hits]
         return SearchResponse(results=results, k=k, count=svc().count(), model=svc().model_name,
                               took_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -298,32 +301,39 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
                 raise HTTPException(422, str(exc)) from None
         return await run_in_threadpool(svc().folders, parent)
 
-    @app.get("/api/duplicates", dependencies=[Read, only_fields("threshold", "offset", "limit", "format")])
-    async def duplicates(threshold: Annotated[float, Query(ge=SearchService.DUPLICATES_MIN, le=1.0)] = DEFAULT_THRESHOLD,
+    @app.get("/api/duplicates", dependencies=[Read, only_fields("mode", "threshold", "offset", "limit", "format")])
+    async def duplicates(mode: Annotated[Literal["same", "similar"], Query()] = "same",
+                         threshold: Annotated[float, Query(ge=SearchService.DUPLICATES_MIN, le=1.0)] = DEFAULT_THRESHOLD,
                          offset: Annotated[int, Query(ge=0)] = 0,
                          limit: Annotated[int, Query(ge=1, le=500)] = 50,
                          format: Annotated[Literal["json", "csv"], Query()] = "json"):
-        """Near-duplicate groups at `threshold` (cosine), largest first, paged by group; 202 while the first
-        computation runs (poll again). `format=csv` exports every group: one line per image."""
+        """Duplicate groups, largest first, paged by group; 202 while the first computation runs (poll again).
+        mode=same (the default): the same picture, verified from the pixels: identical files and edited copies
+        (scaled, re-encoded, cropped, bordered, captioned), each with its evidence, and the one to keep. mode=similar:
+        look-alikes linked at cosine >= `threshold` (they chain: a browsing aid, not a list to delete from).
+        `format=csv` exports every group: one line per image."""
+        verified = mode == "same"
         try:
-            got = await run_in_threadpool(svc().duplicates, threshold)
+            got = await run_in_threadpool(svc().duplicates, threshold, verified=verified)
         except RuntimeError as exc:
             raise HTTPException(500, f"duplicate search failed: {exc}") from None
         if got is None:
-            return JSONResponse({"status": "computing", "detail": "finding near-duplicates: ask again shortly"},
+            return JSONResponse({"status": "computing", "detail": "finding duplicates: ask again shortly"},
                                 status_code=202, headers={"Retry-After": "1"})
         groups = got["groups"]
         if format == "csv":
-            return Response(duplicates_csv(groups), media_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="duplicates-{threshold}.csv"'})
-        page = groups[offset:offset + limit]
-        for g in page:
-            for im in g["images"]:
-                im.update(name=display_name(im["path"]), thumbnail_url=f"/api/images/{im['id']}/thumbnail",
-                          image_url=f"/api/images/{im['id']}")
-        return {"status": "ready", "threshold": threshold, "images": got["images"], "groups_total": len(groups),
+            name = "duplicates-same.csv" if verified else f"duplicates-{threshold}.csv"
+            return Response(duplicates_csv(groups, verified), media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        page = [{**g, "images": [{**im, "name": display_name(im["path"]),
+                                  "thumbnail_url": f"/api/images/{im['id']}/thumbnail",
+                                  "image_url": f"/api/images/{im['id']}"} for im in g["images"]]}
+                for g in groups[offset:offset + limit]]
+        extra = ({"skipped": got.get("skipped", []), "candidates": got.get("candidates"),
+                  "verifications": got.get("verifications")} if verified else {"threshold": threshold})
+        return {"status": "ready", "mode": mode, "images": got["images"], "groups_total": len(groups),
                 "images_in_groups": sum(g["size"] for g in groups), "offset": offset, "limit": limit,
-                "method": got["method"], "groups": page}
+                "method": got.get("method"), **extra, "groups": page}
 
     @app.get("/api/images/{image_id}/duplicates", response_model=list[Result], dependencies=[Read])
     async def image_duplicates(image_id: str,
@@ -455,15 +465,23 @@ def run(db: str, host: str, port: int, log_level: str = "warning", settings: Set
         service.close()
 
 
-def duplicates_csv(groups: list[dict]) -> str:
+def duplicates_csv(groups: list[dict], verified: bool = False) -> str:
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["group", "group_size", "min_similarity", "rank_in_group", "id", "path", "width", "height", "bytes"])
+    if verified:
+        w.writerow(["group", "group_size", "kind", "rank_in_group", "relation", "keep", "edits", "id", "path", "width",
+                    "height", "bytes"])
+    else:
+        w.writerow(["group", "group_size", "min_similarity", "rank_in_group", "id", "path", "width", "height", "bytes"])
     for gi, g in enumerate(groups, 1):
         for ri, im in enumerate(g["images"], 1):
-            w.writerow([gi, g["size"], g["min_similarity"], ri, im["id"], im["path"], im.get("width"),
-                        im.get("height"), im.get("bytes")])
+            tail = [im["id"], im["path"], im.get("width"), im.get("height"), im.get("bytes")]
+            if verified:
+                edits = " ".join(im.get("evidence", {}).get("edits", []))
+                w.writerow([gi, g["size"], g["kind"], ri, im["relation"], im["id"] == g["keep_id"], edits, *tail])
+            else:
+                w.writerow([gi, g["size"], g["min_similarity"], ri, *tail])
     return buf.getvalue()

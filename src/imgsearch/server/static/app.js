@@ -103,6 +103,11 @@ function card(r, i, opts = {}) {
   meta.append(open);
   c.append(el("img", { loading: "lazy", alt: r.name, src: r.thumbnail_url }), meta);
   if (sub) c.append(el("div", { className: "sub2", textContent: sub }));
+  if (r.same_picture) {
+    const edits = (r.same_picture.edits || []).map((e) => EDIT_WORDS[e] || e);
+    c.classList.add("copy");
+    c.append(el("div", { className: "badge", textContent: `same picture${edits.length ? ": " + edits.join(", ") : ""}` }));
+  }
   if (r.tags && r.tags.length) c.append(tagChips(r.tags, r.tag_scores));
   const more = () => go("search", { like: r.id, name: r.name, ...filters() });
   c.addEventListener("click", more);
@@ -160,8 +165,10 @@ async function runSearch(params) {
     gridOrder = body.results.map((r) => r.id);
     grid.replaceChildren(...body.results.map((r, i) => card(r, i)));
     const filtered = Object.keys(filters()).length ? " (filtered)" : "";
+    const copies = body.results.filter((r) => r.same_picture).length;
+    const copyNote = copies ? ` · the collection holds ${copies === 1 ? "a copy" : copies + " copies"} of this picture` : "";
     setStatus(status, body.message || (body.results.length
-      ? `${body.results.length} results for ${what}${filtered} in ${body.took_ms.toFixed(0)} ms`
+      ? `${body.results.length} results for ${what}${filtered} in ${body.took_ms.toFixed(0)} ms${copyNote}`
       : `No results for ${what}${filtered}.`));
   } catch (e) {
     if (e.name === "AbortError") return;
@@ -303,31 +310,39 @@ async function removeImage(m) {
 }
 
 // -- duplicates ------------------------------------------------------------------------------------------------
-const DUP_DEFAULT = "0.70"; // the calibrated default of `imgsearch duplicates` (README: near-duplicates)
+// Default: the same picture, verified from the pixels (identical files, edited copies), with the one to keep.
+// mode=similar: look-alikes at a cosine threshold (they chain into large groups: a browsing aid).
+const DUP_DEFAULT = "0.70"; // the look-alike default of `imgsearch duplicates --no-verify`
 let dupShown = 0;
 async function runDuplicates(params, append = false) {
+  const similar = params.get("mode") === "similar";
   const t = Number(params.get("threshold") || DUP_DEFAULT).toFixed(2);
+  $("dup-mode").value = similar ? "similar" : "same";
+  $("threshold-label").hidden = !similar;
   $("threshold").value = t;
   $("threshold-out").textContent = t;
-  $("export-csv").href = `/api/duplicates?threshold=${t}&format=csv`;
-  $("export-json").href = `/api/duplicates?threshold=${t}&limit=500`;
+  const query = similar ? `mode=similar&threshold=${t}` : "mode=same";
+  $("export-csv").href = `/api/duplicates?${query}&format=csv`;
+  $("export-json").href = `/api/duplicates?${query}&limit=500`;
   const status = $("dups-status"), box = $("groups");
   if (!append) { dupShown = 0; box.replaceChildren(); }
   const gen = generation;
   showError("");
-  setStatus(status, "Finding near-duplicates…", true);
+  setStatus(status, similar ? "Finding look-alikes…" : "Finding duplicates: checking candidates' pixels…", true);
   try {
     let resp, body;
     for (;;) {
-      ({ resp, body } = await api(`/api/duplicates?threshold=${t}&offset=${dupShown}&limit=20`));
+      ({ resp, body } = await api(`/api/duplicates?${query}&offset=${dupShown}&limit=20`));
       if (stale(gen)) return;
       if (resp.status !== 202) break;
       await new Promise((r) => setTimeout(r, 1000));
     }
-    for (const g of body.groups) box.append(groupRow(g, ++dupShown));
-    setStatus(status, body.groups_total
-      ? `${body.groups_total} group${body.groups_total === 1 ? "" : "s"}, ${body.images_in_groups} of ${body.images} images, at similarity ≥ ${t} (largest first)`
-      : `No near-duplicates at similarity ≥ ${t}.`);
+    for (const g of body.groups) box.append(similar ? groupRow(g, ++dupShown) : verifiedRow(g, ++dupShown));
+    const groups = `${body.groups_total} group${body.groups_total === 1 ? "" : "s"}, ${body.images_in_groups} of ${body.images} images`;
+    const skipped = !similar && body.skipped.length ? ` · ${body.skipped.length} unreadable now, skipped (${body.skipped[0].path}: ${body.skipped[0].reason})` : "";
+    setStatus(status, similar
+      ? (body.groups_total ? `${groups}, at similarity ≥ ${t} (largest first)` : `No look-alikes at similarity ≥ ${t}.`)
+      : (body.groups_total ? `${groups}: the same picture (largest group first)${skipped}` : `No duplicates: no two images are the same picture.${skipped}`));
     $("more-groups").hidden = dupShown >= body.groups_total;
     $("more-groups").onclick = () => runDuplicates(params, true);
   } catch (e) {
@@ -336,18 +351,37 @@ async function runDuplicates(params, append = false) {
     showError(`Duplicates failed: ${e.message}`);
   }
 }
+function dupFigure(im, note, keep) {
+  const fig = el("figure", { className: keep ? "keep" : "" });
+  const img = el("img", { loading: "lazy", src: im.thumbnail_url, alt: im.name });
+  img.addEventListener("click", () => go("viewer", {}, im.id));
+  fig.append(img, el("figcaption", {}, el("span", { className: "name", textContent: im.name }),
+    el("span", { textContent: `${im.width}×${im.height} · ${kib(im.bytes || 0)}${keep ? " · keep" : ""}` }),
+    ...(note ? [el("span", { className: "evidence", textContent: note })] : [])));
+  return fig;
+}
+const EDIT_WORDS = { identical: "identical file", scaled: "scaled", cropped: "cropped", border: "border added or removed", band: "caption strip", reencoded: "re-encoded" };
+function evidenceText(im) {
+  if (im.relation === "representative") return "the largest: others checked against it";
+  const ev = im.evidence || {};
+  const edits = (ev.edits || []).map((e) => EDIT_WORDS[e] || e);
+  if (im.relation === "identical") return "identical file";
+  return `same picture${edits.length ? ": " + edits.join(", ") : ", re-encoded"} (match ${Number(ev.ncc || 0).toFixed(2)})`;
+}
+function verifiedRow(g, n) {
+  const row = el("section", { className: "group" });
+  const what = g.kind === "identical" ? "identical files" : "the same picture, edited";
+  row.append(el("h4", { textContent: `Group ${n}: ${g.size} images · ${what}` }));
+  const strip = el("div", { className: "strip" });
+  g.images.forEach((im) => strip.append(dupFigure(im, evidenceText(im), im.id === g.keep_id)));
+  row.append(strip);
+  return row;
+}
 function groupRow(g, n) {
   const row = el("section", { className: "group" });
   row.append(el("h4", { textContent: `Group ${n}: ${g.size} images, similarity ≥ ${g.min_similarity.toFixed(3)}` }));
   const strip = el("div", { className: "strip" });
-  g.images.forEach((im, i) => {
-    const fig = el("figure", { className: i === 0 ? "keep" : "" });
-    const img = el("img", { loading: "lazy", src: im.thumbnail_url, alt: im.name });
-    img.addEventListener("click", () => go("viewer", {}, im.id));
-    fig.append(img, el("figcaption", {}, el("span", { className: "name", textContent: im.name }),
-      el("span", { textContent: `${im.width}×${im.height} · ${kib(im.bytes || 0)}${i === 0 ? " · largest" : ""}` })));
-    strip.append(fig);
-  });
+  g.images.forEach((im, i) => strip.append(dupFigure(im, i === 0 ? "largest" : "", false)));
   row.append(strip);
   return row;
 }
@@ -446,7 +480,8 @@ function wire() {
   });
   $("sort").addEventListener("change", () => go("browse", browseParams()));
   $("threshold").addEventListener("input", () => { $("threshold-out").textContent = Number($("threshold").value).toFixed(2); });
-  $("threshold").addEventListener("change", () => go("duplicates", { threshold: Number($("threshold").value).toFixed(2) }));
+  $("threshold").addEventListener("change", () => go("duplicates", { mode: "similar", threshold: Number($("threshold").value).toFixed(2) }));
+  $("dup-mode").addEventListener("change", () => go("duplicates", $("dup-mode").value === "similar" ? { mode: "similar", threshold: DUP_DEFAULT } : {}));
   $("viewer-back").addEventListener("click", () => history.back());
   let suggestTimer = null;
   $("q").addEventListener("input", () => {
