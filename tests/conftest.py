@@ -54,6 +54,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, tier))
 
 
+RELEASE_AFTER_MB = 256  # a test that leaves the worker this much bigger gives its freed pages back at once
+
+
+@pytest.fixture(autouse=True)
+def release_memory_of_a_big_test():
+    """A test that loaded models in this process (a CLIP tower is 0.6-1.2 GB) leaves freed pages that the allocator
+    tuning keeps: without this the next test of its module started 5 GB up (seen: the ViT-B/32 load test after the
+    ViT-B/16 one). Only after tests that grew the process, so the cost (a garbage collection) is rarely paid."""
+    from imgsearch import procmem
+
+    before = procmem.rss_mb() or 0.0
+    yield
+    if (procmem.rss_mb() or 0.0) - before > RELEASE_AFTER_MB:
+        import gc
+
+        from imgsearch.models.registry import return_free_pages
+
+        gc.collect()
+        return_free_pages()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def release_memory():
     """When a module's tests end, its models, servers' clients and arrays are freed (module fixtures are torn down

@@ -400,8 +400,8 @@ def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | 
                            **({"evidence": v.evidence()} if v is not None else {})})
         kind = "identical" if all(im["relation"] != "copy" for im in images) else "edited"
         keep = max(g.members, key=lambda m: (pixels[m], cols["bytes"][m] or 0))
-        out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep], "keep_id": cols["id"][keep],
-                           "representative": cols["path"][rep], "images": images})
+        out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep],
+                           "keep_id": cols["id"][keep], "representative": cols["path"][rep], "images": images})
     skipped = [{"path": cols["path"][r], "reason": why} for r, why in sorted(sketches.failed.items())]
     return {"collection": found["collection"], "images": n, "method": links.method, "verified": True,
             "candidate_floor": found["threshold"], "candidates": len(pairs), "verifications": len(verdicts),

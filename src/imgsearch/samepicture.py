@@ -21,7 +21,6 @@ one scene (neither inside the other) are different pictures by design.
 from __future__ import annotations
 
 import os
-
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field

@@ -279,6 +279,8 @@ class SearchService:
     def search_bytes(self, data: bytes, k: int, path_prefix: str | None = None,
                      tags: list[str] | None = None, filters: Filters | None = None,
                      expand: bool = True) -> SearchOutcome:
+        from imgsearch.pipeline import copies_among
+
         t0 = time.perf_counter()
         pixels = self.decode_upload(data).pixels
         t1 = time.perf_counter()
@@ -288,9 +290,7 @@ class SearchService:
         labels = self.tag_labels(info, tags)
         answer = self.batcher.search(_Query(pixels, k, path_prefix, info, labels, filters, self.expansion(expand)))
         t2 = time.perf_counter()
-        from imgsearch.pipeline import copies_among
-
-        copies = copies_among(data, answer.hits, self.settings, self.buckets)
+        copies = copies_among(data, answer.hits, self.settings, self.buckets)  # "is this a copy?"
         return SearchOutcome(answer.hits, {"decode": (t1 - t0) * 1e3, **answer.timings_ms,
                                            "copy_check": (time.perf_counter() - t2) * 1e3}, copies=copies)
 
