@@ -419,10 +419,20 @@ class SearchService:
             return None
         return found if verified else pipeline.duplicate_groups(found, threshold)
 
-    def duplicate_group(self, image_id_: str, threshold: float, k: int = 50) -> list[Hit] | None:
-        """The image's near-duplicates: indexed images at cosine >= threshold to it (itself excluded)."""
+    def duplicate_group(self, image_id_: str, threshold: float, k: int = 50) -> SearchOutcome | None:
+        """The image's near-duplicates: indexed images at cosine >= threshold to it (itself excluded), and which of
+        them are the same picture (verified from the pixels, as a search by image does)."""
+        from imgsearch.pipeline import copies_among
+
         out = self.similar(image_id_, k, expand=False)  # plain cosines: the threshold means what it says
-        return None if out is None else [h for h in out.hits if h.score >= threshold]
+        if out is None:
+            return None
+        hits = [h for h in out.hits if h.score >= threshold]
+        try:
+            data = self._source_bytes(image_id_)
+        except (OSError, SourceUnavailable):  # the list still answers; only the copy marks need the file
+            data = None
+        return SearchOutcome(hits, copies=copies_among(data, hits, self.settings, self.buckets) if data else {})
 
     def status(self) -> dict:
         from imgsearch import pipeline

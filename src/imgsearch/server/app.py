@@ -338,13 +338,15 @@ def create_app(db: str | None = None, settings: Settings | None = None, service:
     @app.get("/api/images/{image_id}/duplicates", response_model=list[Result], dependencies=[Read])
     async def image_duplicates(image_id: str,
                                threshold: Annotated[float, Query(ge=0.5, le=1.0)] = DEFAULT_THRESHOLD):
-        """The image's near-duplicates: indexed images at cosine >= threshold (itself excluded)."""
-        hits = await run_in_threadpool(svc().duplicate_group, image_id, threshold)
-        if hits is None:
+        """The image's near-duplicates: indexed images at cosine >= threshold (itself excluded); `same_picture` set
+        on those that are the same picture, verified from the pixels (the best 10 are checked)."""
+        out = await run_in_threadpool(svc().duplicate_group, image_id, threshold)
+        if out is None:
             raise HTTPException(404, "no indexed image with this id")
         return [Result(id=h.id, path=h.path, name=display_name(h.path), score=round(h.score, 6),
                        thumbnail_url=f"/api/images/{h.id}/thumbnail", image_url=f"/api/images/{h.id}",
-                       tags=list(h.tags), tag_scores=list(h.tag_scores)) for h in hits]
+                       tags=list(h.tags), tag_scores=list(h.tag_scores), same_picture=out.copies.get(h.id))
+                for h in out.hits]
 
     @app.get("/api/status", dependencies=[Read])
     async def status():

@@ -290,7 +290,9 @@ async function runViewer(id) {
     $("viewer-delete").onclick = () => removeImage(m);
     const { body: dups } = await api(`/api/images/${encodeURIComponent(id)}/duplicates?threshold=${DUP_DEFAULT}`);
     if (stale(gen)) return;
-    $("viewer-dups-note").textContent = dups.length ? `(${dups.length}, similarity ≥ ${DUP_DEFAULT})` : `(none at similarity ≥ ${DUP_DEFAULT})`;
+    const same = dups.filter((r) => r.same_picture).length;
+    $("viewer-dups-note").textContent = dups.length
+      ? `(${dups.length}, similarity ≥ ${DUP_DEFAULT}${same ? `; ${same} of them the same picture` : ""})` : `(none at similarity ≥ ${DUP_DEFAULT})`;
     $("viewer-dups").replaceChildren(...dups.map((r, i) => card(r, i, { enterOpens: true })));
   } catch (e) {
     if (!stale(gen)) showError(`Cannot open the image: ${e.message}`);
