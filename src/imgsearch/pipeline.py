@@ -315,7 +315,7 @@ def duplicate_links(store, info: CollectionInfo, db: str, settings: Settings, *,
     if method not in ("auto", "exact", "ann"):
         raise ImgSearchError(f"--method is auto, exact or ann, got {method!r}")
     started = time.perf_counter()
-    keep = ["id", "path", "width", "height", "bytes"]
+    keep = ["id", "path", "width", "height", "bytes", "mtime_us"]
     rows = CollectionRows(store, info, keep, embeddings_dir_for(db, info.model, settings))
     use_ann = method == "ann" or (method == "auto" and len(rows) > settings.duplicates_exact_max)
     if use_ann:
@@ -343,7 +343,8 @@ def duplicate_links(store, info: CollectionInfo, db: str, settings: Settings, *,
 def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | None = None) -> dict:
     """Groups of the same picture: identical files (same size and content hash) and copies verified from the pixels
     against the group's representative (its largest image). A file that cannot be read now is skipped with its
-    reason; the keep proposal is the largest image (pixels), then the largest file."""
+    reason; the keep proposal is the largest image (pixels), then the largest file, then the oldest (a copy is made
+    after its original)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from imgsearch.duplicates import Links, verified_groups
@@ -399,7 +400,7 @@ def verified_duplicate_groups(found: dict, settings: Settings, progress: bool | 
                                                                           else "copy"),
                            **({"evidence": v.evidence()} if v is not None else {})})
         kind = "identical" if all(im["relation"] != "copy" for im in images) else "edited"
-        keep = max(g.members, key=lambda m: (pixels[m], cols["bytes"][m] or 0))
+        keep = max(g.members, key=lambda m: (pixels[m], cols["bytes"][m] or 0, -(cols["mtime_us"][m] or 0)))
         out_groups.append({"size": len(g.members), "kind": kind, "keep": cols["path"][keep],
                            "keep_id": cols["id"][keep], "representative": cols["path"][rep], "images": images})
     skipped = [{"path": cols["path"][r], "reason": why} for r, why in sorted(sketches.failed.items())]

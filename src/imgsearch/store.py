@@ -593,6 +593,13 @@ def filter_terms(info: CollectionInfo, f: Filters) -> list[str]:
     return terms
 
 
+def _mtime_us(chunk: pa.Table | pa.RecordBatch) -> pa.Array | pa.ChunkedArray:
+    """The dataset's `mtime` (timestamp) as the collection's `mtime_us` (microseconds since 1970, 0 where unknown)."""
+    if "mtime" not in chunk.column_names:
+        return pa.array(np.zeros(chunk.num_rows, np.int64))
+    return pc.fill_null(chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 0)
+
+
 def _scalars(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> pa.Table:
     """Dataset rows as the collection's scalar columns (missing numbers as 0, text cut to the field sizes): the one
     conversion behind inserts through the API and bulk imports."""
@@ -605,12 +612,8 @@ def _scalars(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> pa.Table:
         col = chunk.column(name).cast(typ) if name in chunk.column_names else pa.nulls(chunk.num_rows, typ)
         return pc.fill_null(col, 0)
 
-    if "mtime" in chunk.column_names:
-        mtime = pc.fill_null(chunk.column("mtime").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 0)
-    else:
-        mtime = pa.array(np.zeros(chunk.num_rows, np.int64))
     cols = {"id": chunk.column("id"), "path": paths, "width": number("width", pa.int32()),
-            "height": number("height", pa.int32()), "bytes": number("bytes", pa.int64()), "mtime_us": mtime}
+            "height": number("height", pa.int32()), "bytes": number("bytes", pa.int64()), "mtime_us": _mtime_us(chunk)}
     if "tags" in fields:
         cols["format"] = pa.array([(f or "")[:16] for f in _col(chunk, "format")], pa.string())
         cols["tags"] = pa.array([[t[:MAX_TAG_LEN] for t in (x or ())][:MAX_TAGS] for x in _col(chunk, "tags")],
@@ -772,10 +775,11 @@ class CollectionRows:
 
     def __iter__(self) -> Iterator[tuple[dict[str, list], np.ndarray]]:
         """(columns as lists, float32 vectors) per batch."""
-        if self.source == "dataset":
-            wanted = tuple(dict.fromkeys([*self.columns, "vector"]))
+        if self.source == "dataset":  # its `mtime` is the collection's `mtime_us`
+            wanted = tuple(dict.fromkeys(["mtime" if c == "mtime_us" else c for c in self.columns] + ["vector"]))
             for b in dset.iter_embedded(self.folder, batch_rows=self.batch, columns=wanted):
-                yield {c: b.column(c).to_pylist() for c in self.columns}, dset.vectors_of(b)
+                yield ({c: (_mtime_us(b) if c == "mtime_us" else b.column(c)).to_pylist() for c in self.columns},
+                       dset.vectors_of(b))
             return
         fields = [c for c in self.columns if c != "id"] + ["vector"]
         for rows in self.store.rows(self.info.name, fields, batch=self.batch):

@@ -4,6 +4,7 @@ pictures (frames of a burst), verified by default; the cosine-only groups on req
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 from PIL import Image
@@ -39,10 +40,15 @@ def test_duplicates_command_finds_the_groups(tmp_path, photo_paths):
     assert scores["precision"] >= 0.99 and scores["recall"] >= 0.95, scores
     for g in out["groups"]:  # the largest version comes first, verified against it; the largest is proposed to keep
         pixels = [im["width"] * im["height"] for im in g["images"]]
-        assert pixels[0] == max(pixels) and g["keep"] == g["images"][0]["path"] == g["representative"]
+        assert pixels[0] == max(pixels) and g["images"][0]["path"] == g["representative"]
+        kept = next(im for im in g["images"] if im["path"] == g["keep"])
+        assert kept["width"] * kept["height"] == max(pixels)
+        if not g["keep"].endswith("/src/" + photo_paths[1].name):  # the identical copy is newer than its original
+            assert g["keep"] == g["representative"]
         assert g["images"][0]["relation"] == "representative"
         assert all(im["relation"] in ("copy", "identical") and "evidence" in im for im in g["images"][1:])
     twin = next(g for g in out["groups"] if path_to_uri(src / "same_bytes.png") in [im["path"] for im in g["images"]])
+    assert twin["keep"] == path_to_uri(src / photo_paths[1].name)  # same pixels and bytes: the older file
     assert [im["relation"] for im in twin["images"] if im["path"].endswith("same_bytes.png")] == ["identical"] or \
         twin["images"][0]["path"].endswith("same_bytes.png")
     assert out["verified"] and out["candidates"] >= out["verifications"] // 4 and out["skipped"] == []
@@ -84,3 +90,32 @@ def test_an_original_gone_at_verification_is_skipped_with_its_reason(tmp_path, p
     grouped = sorted(sorted(im["path"] for im in g["images"]) for g in out["groups"])
     want = sorted(sorted([path_to_uri(o)] + [path_to_uri(c) for c in made[o]]) for o in made if o != gone)
     assert grouped == sorted(want + [sorted(path_to_uri(c) for c in made[gone])])  # its copies still group together
+
+
+@pytest.mark.slow
+def test_of_identical_files_the_oldest_is_proposed_to_keep(tmp_path, photo_paths):
+    """Same pixels, same size: the date decides (a copy is made after its original), whether the rows come from the
+    embeddings dataset or from Milvus."""
+    import os
+    import shutil
+
+    from helpers import settings
+    from imgsearch import pipeline
+    from imgsearch.layout import embeddings_root_for
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, year in (("a.png", 2024), ("b.png", 2020), ("c.png", 2022)):
+        shutil.copy(photo_paths[0], src / name)
+        when = datetime(year, 5, 1, tzinfo=timezone.utc).timestamp()
+        os.utime(src / name, (when, when))
+    shutil.copy(photo_paths[1], src / "other.png")
+    db = str(tmp_path / "keep.db")
+    pipeline.index(str(src), db, "efficientnet_lite0", settings(), progress=False)
+    for source in ("dataset", "milvus"):
+        if source == "milvus":
+            shutil.rmtree(embeddings_root_for(db, settings()))
+        got = pipeline.duplicates(db, settings(), progress=False)
+        assert got["source"] == source and len(got["groups"]) == 1, got
+        g = got["groups"][0]
+        assert g["kind"] == "identical" and g["size"] == 3 and g["keep"] == path_to_uri(src / "b.png"), (source, g)
