@@ -67,12 +67,7 @@ def release_memory_of_a_big_test():
     before = procmem.rss_mb() or 0.0
     yield
     if (procmem.rss_mb() or 0.0) - before > RELEASE_AFTER_MB:
-        import gc
-
-        from imgsearch.models.registry import return_free_pages
-
-        gc.collect()
-        return_free_pages()
+        _give_memory_back()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,6 +76,11 @@ def release_memory():
     before this), and the heap's free pages go back to the system: the allocator tuning that makes inference fast
     (imgsearch.models.registry.tune_allocator) otherwise keeps them, and the next module would start from there."""
     yield
+    _give_memory_back()
+
+
+def _give_memory_back() -> None:
+    """Free what nothing refers to any more, then hand the heap's free pages back to the system."""
     import gc
 
     from imgsearch.models.registry import return_free_pages

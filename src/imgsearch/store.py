@@ -613,7 +613,8 @@ def _scalars(chunk: pa.Table, fields: frozenset[str] = frozenset()) -> pa.Table:
         return pc.fill_null(col, 0)
 
     cols = {"id": chunk.column("id"), "path": paths, "width": number("width", pa.int32()),
-            "height": number("height", pa.int32()), "bytes": number("bytes", pa.int64()), "mtime_us": _mtime_us(chunk)}
+            "height": number("height", pa.int32()), "bytes": number("bytes", pa.int64()),
+            "mtime_us": _mtime_us(chunk)}
     if "tags" in fields:
         cols["format"] = pa.array([(f or "")[:16] for f in _col(chunk, "format")], pa.string())
         cols["tags"] = pa.array([[t[:MAX_TAG_LEN] for t in (x or ())][:MAX_TAGS] for x in _col(chunk, "tags")],
