@@ -17,6 +17,7 @@ from helpers import run_cli
 from imgsearch.errors import ModelError
 from imgsearch.imaging import decode_image
 from imgsearch.models import create_model, get_spec
+from imgsearch.models.cpu import cpu_features
 from imgsearch.models.int8 import fold_batchnorm
 from imgsearch.samples import write_variants
 
@@ -97,7 +98,9 @@ def test_quantize_keeps_the_vectors_and_retrieval(tmp_path, photo_paths):
         shutil.copy(p, tune / f"{i:04d}-{p.name}")
     cache = tmp_path / "cache"
     env = {"IMGSEARCH_CACHE_DIR": str(cache)}
-    res = run_cli("quantize", str(tune), "--steps", "80", env=env, timeout=1200)
+    # 8-bit weights (VNNI) keep cosine 0.993 after 40 steps; 7-bit ones need more (0.980 after 40: too close)
+    steps = "40" if cpu_features().vnni else "80"
+    res = run_cli("quantize", str(tune), "--steps", steps, env=env, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     built = list((cache / "int8").glob("efficientnet_lite0-*.onnx"))
     assert len(built) == 1, built
@@ -105,7 +108,7 @@ def test_quantize_keeps_the_vectors_and_retrieval(tmp_path, photo_paths):
     assert report["images"] >= 350 and report["cosine_mean"] >= 0.98, report
     assert "cosine to fp32" in res.stdout and "forward: int8" in res.stdout
     mtime = built[0].stat().st_mtime
-    again = run_cli("quantize", str(tune), "--steps", "80", env=env)
+    again = run_cli("quantize", str(tune), "--steps", steps, env=env)
     assert again.returncode == 0 and built[0].stat().st_mtime == mtime  # cached: not built again
 
     fp32 = create_model("efficientnet_lite0", device="cpu", precision="fp32", runtime="onnx", cache_dir=cache)
