@@ -67,7 +67,9 @@ def duplicates_rows(sec: dict) -> list[str]:
     out = [f"Near-duplicates on look-alike series with seeded edited copies ({when(sec)}): {sec['images']:,} images, "
            f"{sec['originals']:,} originals; scored on the half of the originals the thresholds were not chosen on. "
            "Precision and recall are pairwise; easy = the edits a person calls the same photo "
-           f"({', '.join(sec['edits']['easy'])}); per edit: the copy grouped with its original.", "",
+           f"({', '.join(sec['edits']['easy'])}); per edit: the copy grouped with its original. Series left out of "
+           f"the rows (their truth is doubtful, see below): {', '.join(sec.get('ambiguous_series', [])) or 'none'}.",
+           "",
            "| groups | precision | recall, easy edits | largest group (true) | " + " | ".join(edits) + " | seconds |",
            "|---|---|---|---|" + "---|" * len(edits) + "---|"]
     for key, name in (("verified", "**verified (default)**"), ("cosine_0_70", "cosine ≥ 0.70, union-find (before)")):
@@ -76,9 +78,17 @@ def duplicates_rows(sec: dict) -> list[str]:
         out.append(f"| {name} | {r['precision']:.3f} ({r['predicted_pairs']:,} pairs) | {r['easy_recall']:.3f} | "
                    f"{r['largest_group']} ({r['largest_true_group']}) | {cells} | {r['seconds']:.0f} |")
     v = sec["verified"]
-    return out + ["", f"Verified: {v['candidates']:,} candidate pairs, {v['verifications']:,} verifications at "
-                      f"{v['verify_ms_per_pair']} ms each. Goal: precision ≥ 0.98, easy recall ≥ 0.95, no group larger "
-                      "than the largest true group.", ""]
+    out += ["", f"Verified: {v['candidates']:,} candidate pairs, {v['verifications']:,} verifications at "
+                f"{v['verify_ms_per_pair']} ms each. Goal: precision ≥ 0.98, easy recall ≥ 0.95, no group larger "
+                "than the largest true group."]
+    if "all_series" in v:
+        a, t = v["all_series"], v["tune_split"]
+        wrong = ", ".join(f"{k} {r['wrong']} of {r['pairs']}" for k, r in v["per_series"].items() if r["wrong"])
+        out += ["", f"With every series: precision {a['precision']:.3f} ({a['predicted_pairs']:,} pairs), easy recall "
+                    f"{a['easy_recall']:.3f}, largest group {a['largest_group']}. Wrong pairs by series: {wrong or 'none'}. "
+                    f"On the tune half: precision {t['precision']:.3f}, easy recall {t['easy_recall']:.3f}, largest "
+                    f"group {t['largest_group']} ({t['largest_true_group']})."]
+    return out + [""]
 
 
 def cpu_rows(sec: dict) -> list[str]:

@@ -100,3 +100,35 @@ def test_groups_do_not_chain():
     assert [g.members for g in groups] == [[0, 1, 2], [4, 5]]
     assert (0, 3) in asked  # 2's candidate was asked against the representative, and refused
     assert runs == len(asked)
+
+
+def _clock(minute: int, side: int = 400) -> Image.Image:
+    """A plain clock face: a ring, twelve ticks, an hour hand at three and a thin minute hand."""
+    import math
+
+    im = Image.new("RGB", (side, side), (255, 255, 255))
+    d, c, r = ImageDraw.Draw(im), side / 2, side * 0.45
+    d.ellipse((c - r, c - r, c + r, c + r), outline=(20, 20, 20), width=side // 60)
+    for k in range(12):
+        a = k * math.pi / 6
+        d.line((c + 0.85 * r * math.sin(a), c - 0.85 * r * math.cos(a), c + r * math.sin(a), c - r * math.cos(a)),
+               fill=(20, 20, 20), width=side // 100)
+    d.line((c, c, c + 0.5 * r, c), fill=(20, 20, 20), width=side // 50)
+    a = minute * math.pi / 30
+    d.line((c, c, c + 0.8 * r * math.sin(a), c - 0.8 * r * math.cos(a)), fill=(20, 20, 20), width=side // 130)
+    return im
+
+
+def test_a_small_change_in_a_drawing_is_another_picture():
+    """Two times on one clock face differ by a thin hand: the coarse blocks average it away, the fine ones see it;
+    a half-size, low-quality JPEG copy of the drawing still is the same picture."""
+    import io
+
+    ten_past, twenty_past = _clock(10), _clock(20)
+    v = same_picture(_sk(ten_past), _sk(twenty_past))
+    assert not v.same and v.why == "differs inside the picture", v
+    buf = io.BytesIO()
+    ten_past.resize((200, 200), Image.Resampling.LANCZOS).save(buf, "JPEG", quality=30)
+    copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    v = same_picture(_sk(ten_past), sketch_of(copy, 200, 200))
+    assert v.same and "scaled" in v.edits, v
