@@ -132,3 +132,31 @@ def test_a_small_change_in_a_drawing_is_another_picture():
     copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     v = same_picture(_sk(ten_past), sketch_of(copy, 200, 200))
     assert v.same and "scaled" in v.edits, v
+
+
+def _stripes(colours: list[tuple[int, int, int]], size=(600, 400)) -> Image.Image:
+    """A flag of horizontal stripes of equal height, outlined as drawings of flags are."""
+    im = Image.new("RGB", size)
+    d, h = ImageDraw.Draw(im), size[1] / len(colours)
+    for k, c in enumerate(colours):
+        d.rectangle((0, round(k * h), size[0], round((k + 1) * h)), fill=c)
+    d.rectangle((0, 0, size[0] - 1, size[1] - 1), outline=(60, 60, 60), width=3)
+    return im
+
+
+def test_a_plain_pattern_is_no_crop_of_another():
+    """Red over white fits inside red-white-red anywhere along its stripes: that is no crop (another flag), while a
+    half-size JPEG of the red-over-white flag is still a copy of it (the whole picture preferred to a crop); a band
+    of one colour is too plain to verify."""
+    import io
+
+    red, white = (200, 16, 46), (255, 255, 255)
+    austria, indonesia = _stripes([red, white, red]), _stripes([red, white], size=(600, 400))
+    v = same_picture(_sk(austria), _sk(indonesia))
+    assert not v.same and "not determined" in v.why, v
+    buf = io.BytesIO()
+    indonesia.resize((300, 200), Image.Resampling.LANCZOS).save(buf, "JPEG", quality=40)
+    v = same_picture(_sk(indonesia), sketch_of(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), 300, 200))
+    assert v.same and v.coverage >= 0.97, v
+    band = Image.new("RGB", (600, 120), red)
+    assert same_picture(_sk(austria), _sk(band)).why == "too plain to verify"
