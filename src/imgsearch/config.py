@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     duplicates_exact_max: int = Field(100_000, ge=0, description="'duplicates' compares every pair exactly up to "
                                       "this many vectors, then uses an IVF index (its recall is measured and shown)")
     # 16: on the benchmark, the easy edits' recall on both halves was the same as with 24 (12 lost 0.004 on the tune
-    # half); 24 found two more 70% crops on the test half; 16 verified 30% fewer pairs (bench duplicates, 2026-12-08)
+    # half); 24 found one more 70% crop on the test half; 16 verified 30% fewer pairs (bench duplicates, 2026-12-08)
     duplicates_candidates: int = Field(16, ge=1, description="'duplicates' verifies each image against at most this "
                                        "many of its most similar images (by embedding), from the pixels")
     duplicates_candidate_floor: float = Field(0.5, gt=0, le=1, description="cosine below which two images are never "
