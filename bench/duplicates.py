@@ -106,8 +106,8 @@ def run(quick: bool = False) -> dict:
     out["cosine_0_70"] = {**score(groups_of(cosine), clear, "test"),
                           "all_series": score(groups_of(cosine), manifest, "test"), "seconds": cosine["seconds"]}
     v, c = out["verified"], out["cosine_0_70"]
-    log(f"duplicates: verified precision {v['precision']} (all series {v['all_series']['precision']}) easy recall {v['easy_recall']} largest group "
-        f"{v['largest_group']} (true {v['largest_true_group']}), {v['verify_ms_per_pair']} ms per pair; cosine 0.70: "
+    log(f"duplicates: verified precision {v['precision']} (all series {v['all_series']['precision']}) easy recall "
+        f"{v['easy_recall']} largest group {v['largest_group']} (true {v['largest_true_group']}), {v['verify_ms_per_pair']} ms per pair; cosine 0.70: "
         f"precision {c['precision']} easy recall {c['easy_recall']} largest group {c['largest_group']}")
     save("duplicates", out, quick)
     return out

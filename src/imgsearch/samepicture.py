@@ -58,12 +58,7 @@ class Sketch:
     width: int  # the original image's pixel size
     height: int
     border: float  # share of the original's area that was uniform border, trimmed
-    detail: float = -1.0  # how much the content varies (_detail), computed on first use
-
-    def varies(self) -> float:
-        if self.detail < 0:
-            self.detail = _detail(self.rgb)
-        return self.detail
+    detail: float  # how much the content varies (_detail)
 
 
 @dataclass
@@ -91,7 +86,8 @@ def sketch_of(im: Image.Image, width: int | None = None, height: int | None = No
     border = 1.0 - (box[2] - box[0]) * (box[3] - box[1]) / full if full else 0.0
     content = im.crop(box)
     content.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return Sketch(np.asarray(content, dtype=np.uint8), width or im.size[0], height or im.size[1], round(border, 4))
+    rgb = np.asarray(content, dtype=np.uint8)
+    return Sketch(rgb, width or im.size[0], height or im.size[1], round(border, 4), _detail(rgb))
 
 
 def _content_box(im: Image.Image) -> tuple[int, int, int, int]:
@@ -121,7 +117,7 @@ def same_picture(a: Sketch, b: Sketch) -> Verdict:
 
     if min(a.rgb.shape[:2]) < MIN_CONTENT_PX or min(b.rgb.shape[:2]) < MIN_CONTENT_PX:
         return Verdict(False, why="too small to verify")
-    if min(a.varies(), b.varies()) < MIN_DETAIL:
+    if min(a.detail, b.detail) < MIN_DETAIL:
         return Verdict(False, why="too plain to verify")
     best = None
     for big, small in ((a.rgb, b.rgb), (b.rgb, a.rgb)):
@@ -273,10 +269,9 @@ def _compare(cv2, region: np.ndarray, small: np.ndarray) -> tuple[float, bool, b
         found.append((diff.reshape(grid, cell, grid, cell).mean(axis=(1, 3)), limit))
     band = None
     for blocks, limit in found:  # the first scale at which a caption-like band explains what differs
-        if (blocks > limit).any():
-            band = _worst_outside_a_band(blocks, limit)[1]
-            if band:
-                break
+        band = _caption_band(blocks, limit)
+        if band:
+            break
     worst = max(float((np.delete(blocks, _band_rows(len(blocks), band), axis=0) if band else blocks).max()) / limit
                 for blocks, limit in found)
     return round(worst, 3), band is not None, worst > 1.0
@@ -287,23 +282,20 @@ def _band_rows(grid: int, where: str) -> np.ndarray:
     return np.arange(depth) if where == "top" else np.arange(grid - depth, grid)
 
 
-def _worst_outside_a_band(blocks: np.ndarray, limit: float) -> tuple[float, str | None]:
-    """The largest block difference, leaving out a caption-like band along the top or bottom if that brings it
-    within `limit`; and which band was left out ("top", "bottom" or None)."""
+def _caption_band(blocks: np.ndarray, limit: float) -> str | None:
+    """The band along the top or bottom ("top", "bottom") whose leaving out brings every other block within
+    `limit`, when its outer row differs across the picture like a caption strip; None where no block differs or no
+    band explains it."""
     over = blocks > limit
     if not over.any():
-        return float(blocks.max()), None
-    grid = blocks.shape[0]
-    best = float(blocks.max())
+        return None
     for where in ("top", "bottom"):
-        rows = _band_rows(grid, where)
+        rows = _band_rows(blocks.shape[0], where)
         if over[rows[0] if where == "top" else rows[-1]].mean() < BAND_SPAN:  # a caption spans the picture; a
             continue  # changed detail does not
-        rest = np.delete(blocks, rows, axis=0)
-        if float(rest.max()) <= limit:
-            return float(rest.max()), where
-        best = min(best, float(rest.max()))
-    return best, None
+        if float(np.delete(blocks, rows, axis=0).max()) <= limit:
+            return where
+    return None
 
 
 class Sketches:
